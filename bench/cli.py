@@ -7,6 +7,7 @@ biovita-bench retrieval    --bench BioVITA-Bench/ --media-root MEDIA --checkpoin
 biovita-bench traits       --world W --checkpoint ... [--out DIR]
 biovita-bench consistency  --world W --checkpoint ... [--out DIR]
 biovita-bench detection    --bundle BUNDLE --world W | --soundscape S.wav --truth S.csv
+biovita-bench stability    --bundle BUNDLE --world W | --soundscape S.wav --truth S.csv
 """
 
 from __future__ import annotations
@@ -210,24 +211,24 @@ def _consistency(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------ detection
 
 
-def _detection(args: argparse.Namespace) -> int:
-    from bench.detection import (
-        DeviceClassifier,
-        detection_markdown,
-        plot_pr_curve,
-        run_detection,
-        world_soundscapes,
-    )
-    from bench.reports import write_json, write_text
+def _soundscapes(args: argparse.Namespace) -> list[tuple[Path, Path]]:
+    """(audio, truth CSV) pairs from --soundscape/--truth or every soundscape of --world."""
+    from bench.detection import world_soundscapes
 
     if args.soundscape is not None:
         if args.truth is None:
             raise ConfigError("--soundscape needs --truth", hint="the ground-truth CSV beside it")
-        pairs = [(args.soundscape, args.truth)]
-    elif args.world is not None:
-        pairs = world_soundscapes(args.world)
-    else:
-        raise ConfigError("no soundscape given", hint="pass --world W or --soundscape + --truth")
+        return [(args.soundscape, args.truth)]
+    if args.world is not None:
+        return world_soundscapes(args.world)
+    raise ConfigError("no soundscape given", hint="pass --world W or --soundscape + --truth")
+
+
+def _detection(args: argparse.Namespace) -> int:
+    from bench.detection import DeviceClassifier, detection_markdown, plot_pr_curve, run_detection
+    from bench.reports import write_json, write_text
+
+    pairs = _soundscapes(args)
     classifier = DeviceClassifier(args.bundle, args.device_config)
     result = run_detection(classifier, pairs, args.tolerance)
     markdown = detection_markdown(result)
@@ -263,6 +264,14 @@ def _add_common(parser: argparse.ArgumentParser, command: str) -> None:
         type=Path,
         default=Path("bench-out") / command,
         help=f"folder for the JSON, Markdown and PNG reports (bench-out/{command})",
+    )
+
+
+def _add_soundscape_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--world", type=Path, help="every soundscapes/*.wav of this world")
+    parser.add_argument("--soundscape", type=Path, help="one recording ...")
+    parser.add_argument(
+        "--truth", type=Path, help="... and its truth CSV (start_s,end_s,species_id)"
     )
 
 
@@ -338,9 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--bundle", type=Path, required=True, help="the bundle the device runs")
     p.add_argument("--device-config", type=Path, help="a biovita-field TOML config (defaults)")
-    p.add_argument("--world", type=Path, help="score every soundscapes/*.wav of this world")
-    p.add_argument("--soundscape", type=Path, help="one recording ...")
-    p.add_argument("--truth", type=Path, help="... and its truth CSV (start_s,end_s,species_id)")
+    _add_soundscape_args(p)
     p.add_argument(
         "--tolerance",
         type=float,
@@ -349,7 +356,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(p, "detection")
     p.set_defaults(func=_detection)
+
+    p = commands.add_parser(
+        "stability",
+        help="how far each tower's embedding and top-1 move when the window moves 1 sample-100 ms",
+    )
+    p.add_argument("--bundle", type=Path, required=True, help="the bundle to measure")
+    _add_soundscape_args(p)
+    _add_common(p, "stability")
+    p.set_defaults(func=_stability)
     return parser
+
+
+def _stability(args: argparse.Namespace) -> int:
+    from bench.reports import write_json, write_text
+    from bench.stability import run_stability, stability_markdown, to_json
+
+    rows = run_stability(args.bundle, _soundscapes(args))
+    markdown = stability_markdown(rows)
+    write_json(
+        args.out / "stability.json",
+        {"command": "stability", "bundle": str(args.bundle), "rows": to_json(rows)},
+    )
+    write_text(args.out / "stability.md", markdown)
+    _print(markdown)
+    _print(f"wrote {args.out}/stability.json, stability.md")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -191,7 +191,8 @@ class DistillTask(nn.Module):
             "species_text", species_text_embeddings(teacher, data), persistent=False
         )
         self.text_scale = float(teacher.atc_scale())
-        # A clip no longer than one window is always seen whole, so its target is fixed: cache it.
+        # A clip no longer than one window is always seen whole (rotated in time by the sampler,
+        # which must not move its embedding), so its target is fixed: cache it.
         window = data.frontend.window_samples
         fits = all(len(data.pcm(i)) <= window for i in range(len(data.clips)))
         targets = self._teacher_targets() if fits else None

@@ -4,37 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile
 
-from biovita.bundle import ScoringDefaults
-from tests.support.tiny_bundle import build_tiny_bundle, tone_call, tone_taxa
-
-TONE_FREQS_HZ = (700.0, 1400.0, 2800.0, 5000.0)
+from tests.support.tiny_bundle import build_tone_bundle, tone_scape
 
 
 @pytest.fixture(scope="session")
 def tone_bundle(tmp_path_factory) -> Path:
-    taxa = tone_taxa(len(TONE_FREQS_HZ))
-    calls = {t.species_id: [tone_call(f)] for t, f in zip(taxa, TONE_FREQS_HZ, strict=True)}
-    out = tmp_path_factory.mktemp("bundle") / "tones"
-    return build_tiny_bundle(out, taxa, calls, scoring=ScoringDefaults(unknown_similarity=0.5))
-
-
-def tone_scape(
-    events: list[tuple[float, int]], seconds: float, rate: int = 48_000, seed: int = 0
-) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
-    """Background noise with tone calls: (start_s, species index) -> audio, ground truth."""
-    rng = np.random.default_rng(seed)
-    audio = rng.normal(0, 0.005, int(seconds * rate)).astype(np.float32)
-    truth = []
-    for start_s, species in events:
-        call = tone_call(TONE_FREQS_HZ[species], rate)
-        i = int(start_s * rate)
-        audio[i : i + len(call)] += call
-        truth.append((start_s, start_s + len(call) / rate, f"sp{species:02d}"))
-    return audio, truth
+    return build_tone_bundle(tmp_path_factory.mktemp("bundle") / "tones")
 
 
 @pytest.fixture

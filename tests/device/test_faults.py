@@ -18,9 +18,9 @@ import soundfile
 from device.sources import StdinSource
 from device.store import Store, StoreError
 from device.stream import WatchedStream
-from tests.device.conftest import tone_scape
 from tests.device.helpers import DaemonThread, run_config
 from tests.device.test_offline import _write_bad_files
+from tests.support.tiny_bundle import tone_scape
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -87,7 +87,7 @@ def test_rows_stay_queued_without_an_ack_and_go_when_the_server_comes_back(
 
 def test_broker_stopped_and_restarted_mid_run_loses_nothing(mosquitto, tone_bundle, tmp_path):
     """A live (paced) stream keeps detecting while the broker is down; all arrive, once acked."""
-    from tests.device.conftest import tone_scape
+    from tests.support.tiny_bundle import tone_scape
 
     audio, truth = tone_scape([(1.0 + 2.5 * i, i % 4) for i in range(8)], 21.0, seed=3)
     path = tmp_path / "live.wav"

@@ -188,6 +188,31 @@ def tone_call(freq_hz: float, rate: int = 16_000, seconds: float = 0.6) -> np.nd
     return (0.5 * np.hanning(len(t)) * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
 
 
+TONE_FREQS_HZ = (700.0, 1400.0, 2800.0, 5000.0)
+
+
+def build_tone_bundle(out: Path) -> Path:
+    """Four tone 'species' (``sp00``..``sp03``, ``TONE_FREQS_HZ``) with a lenient unknown floor."""
+    taxa = tone_taxa(len(TONE_FREQS_HZ))
+    calls = {t.species_id: [tone_call(f)] for t, f in zip(taxa, TONE_FREQS_HZ, strict=True)}
+    return build_tiny_bundle(out, taxa, calls, scoring=ScoringDefaults(unknown_similarity=0.5))
+
+
+def tone_scape(
+    events: list[tuple[float, int]], seconds: float, rate: int = 48_000, seed: int = 0
+) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    """Background noise with tone calls: (start_s, species index) -> audio, ground truth."""
+    rng = np.random.default_rng(seed)
+    audio = rng.normal(0, 0.005, int(seconds * rate)).astype(np.float32)
+    truth = []
+    for start_s, species in events:
+        call = tone_call(TONE_FREQS_HZ[species], rate)
+        i = int(start_s * rate)
+        audio[i : i + len(call)] += call
+        truth.append((start_s, start_s + len(call) / rate, f"sp{species:02d}"))
+    return audio, truth
+
+
 def world_reference_bundle(
     out: Path, world, seed: int = 5, calls_per_species: int = 8, unknown_similarity: float = 0.6
 ) -> tuple[Path, list[Taxon]]:

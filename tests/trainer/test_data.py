@@ -96,3 +96,20 @@ def test_damaged_shard_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a tar file at all")
     with pytest.raises(ManifestError, match="cannot read shard"):
         list(iter_shards([bad]))
+
+
+def test_training_windows_fall_at_random_offsets(tiny_world):
+    """A one-window clip is rotated by a random number of samples; evaluation sees it as is."""
+    data = load_species_data(tiny_world / "manifest.csv")
+    clip = data.pcm(0)
+    assert len(clip) == data.frontend.window_samples
+    assert np.array_equal(data.window(0), clip)
+    offsets = set()
+    for seed in range(4):
+        window = data.window(0, np.random.default_rng(seed))
+        # the rotation that lines the window up with the clip: the peak of their circular
+        # cross-correlation, then checked sample for sample
+        offset = int(np.argmax(np.fft.irfft(np.fft.rfft(window) * np.conj(np.fft.rfft(clip)))))
+        assert np.array_equal(np.roll(clip, offset), window)
+        offsets.add(offset)
+    assert len(offsets) == 4
