@@ -92,6 +92,9 @@ class QuantisationReport(_Strict):
     top1_agreement: float
     threshold_top1_agreement: float
     evaluated_on: str = ""
+    float_layers: list[str] = Field(
+        default_factory=list, description="convolutions kept in float by the mixed-precision search"
+    )
 
 
 class SpeciesInfo(_Strict):

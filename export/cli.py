@@ -53,6 +53,7 @@ def _export(args: argparse.Namespace) -> int:
             f"{q.threshold_top1_agreement:.0%}), cosine to fp32 min {q.cosine_to_fp32_min:.4f} "
             f"mean {q.cosine_to_fp32_mean:.4f} on {q.evaluated_on}"
         )
+        print(f"  int8 method: {q.method}")
     if args.calibrate_on:
         s = manifest.scoring
         print(

@@ -73,6 +73,7 @@ def test_int8_cpu_bundle_reports_agreement_above_its_threshold(cpu_bundle, stude
     assert q is not None and q.top1_agreement >= q.threshold_top1_agreement == 0.9
     assert "test clips" in q.evaluated_on and "recordings" not in q.evaluated_on
     assert q.calibration_windows > 0 and q.cosine_to_fp32_mean >= 0.98
+    assert "convolutions int8" in q.method and len(q.float_layers) <= 8
     graph = onnx.load(str(bundle.tower_path)).graph
     quantised = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
     assert quantised, "a QDQ graph"
