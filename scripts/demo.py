@@ -4,7 +4,8 @@
     soundscape played as a live stream) -> Mosquitto -> biovita-server ingest -> review app
 
 The world, the trained run and the exported bundle are cached under ``.cache/demo/<key>/``, the
-key being a hash of everything that shapes them, so a second run starts listening in seconds.
+key being a hash of everything that shapes them (world settings, recipe, and the world, trainer
+and exporter code), so a second run starts listening in seconds.
 Every service runs as its own process group and is stopped (SIGTERM, then SIGKILL) on exit or
 Ctrl-C. Run ``python -m scripts.demo --help`` for the knobs.
 """
@@ -97,8 +98,25 @@ def run(*argv: str | Path) -> None:
 # ------------------------------------------------------------------------------- the build
 
 
+# The code that shapes the cached world, run and bundle: a change to any of it is a new cache.
+SHAPING_CODE = ("biovita/world", "biovita/frontend.py", "trainer", "export")
+
+
+def code_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for root in SHAPING_CODE:
+        path = REPO / root
+        for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(source.relative_to(REPO).as_posix().encode() + b"\0")
+            digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
 def cache_dir(config: WorldConfig, sets: list[str]) -> Path:
-    key = json.dumps({"world": config.model_dump(mode="json"), "recipe": sets}, sort_keys=True)
+    key = json.dumps(
+        {"world": config.model_dump(mode="json"), "recipe": sets, "code": code_fingerprint()},
+        sort_keys=True,
+    )
     return CACHE / hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
