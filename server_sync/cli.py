@@ -124,6 +124,33 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_list(args: argparse.Namespace) -> int:
+    store = _store(_settings(args))
+    try:
+        users = store.users()
+    finally:
+        store.close()
+    for user in users:
+        print(f"{user.username}\t{user.role.value}\tsince {user.created_utc:%Y-%m-%d}")
+    if not users:
+        print("no users yet: add one with biovita-server users add NAME --role admin")
+    return 0
+
+
+def cmd_users_remove(args: argparse.Namespace) -> int:
+    store = _store(_settings(args))
+    try:
+        removed = store.delete_user(args.username)
+    finally:
+        store.close()
+    if not removed:
+        raise ConfigError(
+            f"there is no user {args.username!r}", hint="biovita-server users list shows them"
+        )
+    print(f"user {args.username} removed (their reviews stay; an open session ends now)")
+    return 0
+
+
 def cmd_export_reviewed(args: argparse.Namespace) -> int:
     from server_sync.clips import ClipStore
     from server_sync.export import export_reviewed
@@ -216,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=["reviewer", "admin"], default="reviewer")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     p.set_defaults(func=cmd_users_add)
+    p = users.add_parser("list", parents=[common], help="user names and roles")
+    p.set_defaults(func=cmd_users_list)
+    p = users.add_parser("remove", parents=[common], help="remove a user (reviews stay)")
+    p.add_argument("username")
+    p.set_defaults(func=cmd_users_remove)
 
     p = sub.add_parser(
         "export-reviewed", parents=[common, clips], help="reviewed clips -> training manifest"

@@ -616,9 +616,27 @@ class SqlStore(ABC):
                 "SELECT username, password_hash, role, created_utc FROM users WHERE username = ?",
                 (username,),
             )
-        if not rows:
-            return None
-        name, password_hash, role, created = rows[0]
+        return self._user(rows[0]) if rows else None
+
+    def users(self) -> list[User]:
+        with self.transaction() as s:
+            rows = s.rows(
+                "SELECT username, password_hash, role, created_utc FROM users ORDER BY username"
+            )
+        return [self._user(row) for row in rows]
+
+    def delete_user(self, username: str) -> bool:
+        """Remove the user (their reviews stay, signed with the name); False if there was none.
+
+        The web app re-reads the user on every request, so a removed user's session ends at once.
+        """
+        with self.transaction(write=True) as s:
+            found = s.rows("SELECT 1 FROM users WHERE username = ?", (username,))
+            s.run("DELETE FROM users WHERE username = ?", (username,))
+        return bool(found)
+
+    def _user(self, row: tuple) -> User:
+        name, password_hash, role, created = row
         return User(name, password_hash, Role(role), self.dialect.time_value(created))
 
     # ------------------------------------------------------------------------ export, stats

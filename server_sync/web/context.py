@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import Request
@@ -12,6 +12,7 @@ from server_sync.clips import ClipStore
 from server_sync.config import WebSettings
 from server_sync.species import SpeciesCatalogue
 from server_sync.store import Store
+from server_sync.throttle import LoginThrottle
 
 MAX_BULK = 5000  # one bulk action reviews at most this many detections
 
@@ -24,6 +25,7 @@ class WebContext:
     signer: SessionSigner
     settings: WebSettings
     cache_dir: Path
+    logins: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 def get_context(request: Request) -> WebContext:

@@ -78,8 +78,23 @@ def login(
     next: Annotated[str, Form()] = "/detections",
 ):
     check_csrf(request, csrf_token)
+    address = request.client.host if request.client else "?"
+    wait_s = ctx.logins.retry_after(address, username)
+    if wait_s > 0:
+        minutes = max(1, round(wait_s / 60))
+        response = render(
+            request,
+            "login.html",
+            status_code=429,
+            next=_safe_next(next),
+            error=f"Too many failed logins for this user name from your address. Try again in "
+            f"{minutes} minute{'s' if minutes > 1 else ''}, or ask an admin to reset the password.",
+        )
+        response.headers["Retry-After"] = str(int(wait_s) + 1)
+        return response
     user = ctx.store.user(username.strip())
     if not verify_password(password, user.password_hash if user else DUMMY_HASH) or user is None:
+        ctx.logins.failed(address, username)
         return render(
             request,
             "login.html",
@@ -87,6 +102,7 @@ def login(
             next=_safe_next(next),
             error="Wrong user name or password.",
         )
+    ctx.logins.succeeded(address, username)
     lifetime = ctx.settings.session_hours * 3600
     start_session(request, Session.for_user(user.username, user.role.value, lifetime))
     return RedirectResponse(_safe_next(next), status_code=303)

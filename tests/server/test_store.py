@@ -245,6 +245,14 @@ def test_clips_users_export_and_stats(store):
     store.put_user(User("ann", "hash2", Role.ADMIN, now))
     assert store.user("ann").password_hash == "hash2" and store.user("ann").role == Role.ADMIN
     assert store.user("nobody") is None
+    store.put_user(User("bob", "hash3", Role.REVIEWER, now))
+    assert [(u.username, u.role) for u in store.users()] == [
+        ("ann", Role.ADMIN),
+        ("bob", Role.REVIEWER),
+    ]
+    assert store.delete_user("bob") is True and store.delete_user("bob") is False
+    assert [u.username for u in store.users()] == ["ann"]
+    assert {r.reviewer for r in store.export_rows()} == {"ann", "bob"}  # reviews outlive authors
 
     stats = store.stats()
     assert stats["detections"] == 4 and stats["clips"] == 3 and stats["reviews"] == 4

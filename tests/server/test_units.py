@@ -14,6 +14,7 @@ from server_sync.config import load_settings
 from server_sync.intake import ClipIn, DetectionsIn, Ignored, classify
 from server_sync.records import DeadLetter, ReviewedScore
 from server_sync.thresholds import suggest_threshold, thresholds_toml
+from server_sync.throttle import MAX_KEYS, LoginThrottle
 from tests.server.factories import batch, detection
 
 
@@ -100,3 +101,27 @@ def test_chart_escapes_labels_and_scales_bars():
     assert "<b>" not in svg and "&lt;b&gt;" in svg
     assert 'height="146.0"' in svg  # the peak day fills the plot
     assert daily_counts_svg([]).startswith("<p")
+
+
+def test_login_throttle_counts_failures_per_address_and_user_name():
+    now = [1000.0]
+    throttle = LoginThrottle(max_failures=3, window_s=60, clock=lambda: now[0])
+    for _ in range(3):
+        assert throttle.retry_after("10.0.0.1", "ann") == 0
+        throttle.failed("10.0.0.1", "ann")
+        now[0] += 1
+    assert throttle.retry_after("10.0.0.1", " ANN ") == pytest.approx(57)  # first failure + 60 s
+    assert throttle.retry_after("10.0.0.2", "ann") == 0  # no lock-out from another address
+    assert throttle.retry_after("10.0.0.1", "bob") == 0
+    now[0] += 57
+    assert throttle.retry_after("10.0.0.1", "ann") == 0  # the oldest failure left the window
+    throttle.failed("10.0.0.1", "ann")
+    throttle.succeeded("10.0.0.1", "ann")
+    assert throttle.retry_after("10.0.0.1", "ann") == 0 and len(throttle._failures) == 0
+
+
+def test_login_throttle_memory_is_bounded():
+    throttle = LoginThrottle()
+    for i in range(MAX_KEYS + 50):
+        throttle.failed("10.0.0.1", f"user{i}")
+    assert len(throttle._failures) == MAX_KEYS

@@ -67,6 +67,28 @@ def test_wrong_password_and_forged_cookie_are_refused(app):
     assert client.get("/api/stats").status_code == 401
 
 
+def test_repeated_wrong_passwords_lock_that_user_name_for_a_while(app):
+    client = TestClient(app)
+    token = _csrf(client.get("/login").text)
+
+    def attempt(user: str, password: str):
+        form = {"username": user, "password": password, "csrf_token": token}
+        return client.post("/login", data=form, follow_redirects=False)
+
+    assert [attempt("ann", f"guess-{i}").status_code for i in range(5)] == [400] * 5
+    locked = attempt("ann", PASSWORDS["ann"])  # even the right password waits now
+    assert locked.status_code == 429 and "Too many failed logins" in locked.text
+    assert 0 < int(locked.headers["Retry-After"]) <= 15 * 60 + 1
+    assert attempt("root", PASSWORDS["root"]).status_code == 303  # other accounts are not locked
+
+
+def test_a_removed_user_is_logged_out_at_once(app, sqlite_store):
+    client = login(app, "ann")
+    assert client.get("/api/stats").status_code == 200
+    assert sqlite_store.delete_user("ann") is True
+    assert client.get("/api/stats").status_code == 401
+
+
 def test_login_redirects_only_to_local_paths(app):
     client = TestClient(app)
     token = _csrf(client.get("/login").text)
