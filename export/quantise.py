@@ -141,15 +141,19 @@ class _Quantiser:
 
 
 class _Check:
-    """Top-1 agreement and cosine of a trial tower with fp32 on held-out calibration windows."""
+    """Top-1 agreement and cosine of a trial tower with fp32 on calibration-side windows."""
 
     def __init__(self, fp32_path: Path, windows: np.ndarray, bank: SpeciesBank) -> None:
         self.windows, self.bank = windows, bank
         self.reference = ort_embed(ort_session(fp32_path), windows)
 
-    def __call__(self, tower: Path, windows: int | None = None):
-        pcm, reference = self.windows[:windows], self.reference[:windows]
-        return compare(reference, ort_embed(ort_session(tower), pcm), "fp32", "int8", self.bank)
+    def __call__(self, tower: Path, at_most: int | None = None):
+        """On every window, or on ``at_most`` spread evenly over them (all species, all files)."""
+        every = np.arange(len(self.windows))
+        if at_most is not None and at_most < len(every):
+            every = np.unique(np.linspace(0, len(every) - 1, at_most).round().astype(int))
+        candidate = ort_embed(ort_session(tower), self.windows[every])
+        return compare(self.reference[every], candidate, "fp32", "int8", self.bank)
 
 
 def _keep_float(q: _Quantiser, check: _Check, goal: float) -> tuple[list[str], float]:
