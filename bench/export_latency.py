@@ -79,7 +79,8 @@ def main() -> None:
         quantise_int8(fp32, int8, windows, "cpu")
         towers = {"fp32": fp32, "int8, every convolution": int8, **shipped}
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
-        print(f"model: {source}, {parameters:,} parameters, window {spec.window_s:g} s")
+        counted = f"{parameters:,} parameters" if parameters else "parameters not recorded"
+        print(f"model: {source}, {counted}, window {spec.window_s:g} s")
         sizes = ", ".join(
             f"{name} {path.stat().st_size / 1e6:.2f} MB" for name, path in towers.items()
         )

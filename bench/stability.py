@@ -28,6 +28,7 @@ from bench.reports import markdown_table
 from biovita.audio import load_audio
 from biovita.bank import SpeciesBank, l2_normalise
 from biovita.bundle import load_bundle
+from biovita.errors import ManifestError
 from biovita.frontend import FrontendSpec
 
 CALL_OVERLAP_S = 1.0  # a window "holds a call" that fills >= 1 s of it (or all of a shorter call)
@@ -51,9 +52,22 @@ def _holds(start_s: float, end_s: float, call: TimedEvent) -> bool:
     return overlap >= min(CALL_OVERLAP_S, call.end_s - call.start_s) - 1e-6
 
 
+def _kind(start_s: float, window_s: float, reach_s: float, truth: list[TimedEvent]) -> str | None:
+    """``calls``, ``background`` (no call within reach of any shift), or None (a call's edge)."""
+    if any(_holds(start_s, start_s + window_s, t) for t in truth):
+        return "calls"
+    if all(t.end_s <= start_s or t.start_s >= start_s + reach_s for t in truth):
+        return "background"
+    return None
+
+
 @dataclass(frozen=True)
 class SoundscapeWindows:
-    """Window starts at the device's hop over soundscapes, and which of them hold a call."""
+    """Window starts at the device's hop over soundscapes, and which of them hold a call.
+
+    Windows that catch only the edge of a call are left out: they are neither a call nor
+    background, and a shift moves them between the two.
+    """
 
     audio: list[np.ndarray]
     starts: list[np.ndarray]
@@ -64,16 +78,28 @@ class SoundscapeWindows:
     def read(
         cls, pairs: list[tuple[Path, Path]], spec: FrontendSpec, max_shift: int
     ) -> SoundscapeWindows:
-        audio, starts, is_call = [], [], []
+        audio, starts, kinds = [], [], []
+        reach_s = spec.window_s + max_shift / spec.sample_rate
         for wav, truth_csv in pairs:
             samples, rate = load_audio(wav, spec.sample_rate)
-            begin = np.arange(0, len(samples) - spec.window_samples - max_shift, spec.hop_samples)
+            last = len(samples) - spec.window_samples - max_shift
             truth = read_truth(truth_csv)
-            for s in begin / rate:
-                is_call.append(any(_holds(s, s + spec.window_s, t) for t in truth))
-            audio.append(samples)
-            starts.append(begin)
-        return cls(audio, starts, np.array(is_call, bool), spec.window_samples)
+            found = [
+                (start, kind)
+                for start in range(0, last + 1, spec.hop_samples)
+                if (kind := _kind(start / rate, spec.window_s, reach_s, truth))
+            ]
+            if found:
+                audio.append(samples)
+                starts.append(np.array([start for start, _ in found]))
+                kinds += [kind for _, kind in found]
+        if not kinds:
+            raise ManifestError(
+                "no soundscape holds a window plus the largest shift "
+                f"({spec.window_s + max_shift / spec.sample_rate:g} s) of calls or background",
+                hint="pass soundscapes of a minute or more with their truth CSV",
+            )
+        return cls(audio, starts, np.array(kinds) == "calls", spec.window_samples)
 
     def pcm(self, shift: int = 0) -> np.ndarray:
         """Every window, moved ``shift`` samples later, as ``[N, window]`` float32."""
@@ -89,7 +115,7 @@ class SoundscapeWindows:
 class Agreement:
     tower: str
     change: str  # "1 hop (20 ms)" or "fp32 tower" (the other tower, same windows)
-    kind: str  # calls | background
+    kind: str  # calls | background (windows on a call's edge are left out)
     windows: int
     mean_cosine: float
     top1_agreement: float

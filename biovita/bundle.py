@@ -34,7 +34,11 @@ from biovita.bank import SpeciesBank
 from biovita.errors import BundleError, SchemaVersionError
 from biovita.frontend import FrontendSpec
 
-BUNDLE_SCHEMA_VERSION = 1
+# 2 added quantisation.float_layers. A reader takes every version it knows how to read: a version-1
+# manifest is a valid version-2 one, while an older reader refuses a version-2 manifest by its
+# version number (a clear message) rather than by an unknown field.
+BUNDLE_SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 TOWER_NAME = "audio_tower.onnx"
 SPECIES_NAME = "species.npz"
@@ -311,10 +315,10 @@ def read_manifest(root: Path) -> Manifest:
     if not isinstance(raw, dict):
         raise BundleError(f"{path} is not a manifest object", hint="re-export the bundle")
     version = raw.get("schema_version")
-    if version != BUNDLE_SCHEMA_VERSION:
+    if version not in READABLE_SCHEMA_VERSIONS:
         raise SchemaVersionError(
             f"bundle {root} has manifest schema version {version!r}; this biovita-field reads "
-            f"version {BUNDLE_SCHEMA_VERSION}",
+            f"versions {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}",
             hint="install the biovita-field release that made the bundle, or re-export it",
         )
     try:

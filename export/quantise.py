@@ -19,6 +19,7 @@ search never sees the test clips the tower is then judged on.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -50,14 +51,16 @@ FLOAT_ONLY_PREFIX = "/logmel/"  # node names under LogMel (the torch module attr
 # A mean cosine below 0.98 to fp32 (11 degrees) means a broken scale somewhere, even if top-1 holds.
 MIN_MEAN_COSINE = 0.98
 
-# The search stops a point above the bar: top-1 agreement on a few hundred windows wanders by about
-# a point when nothing but the calibration subset changes (measured on the default world's student:
-# 94.0-96.8% over four calibration sets), so a tower that just meets the bar on the calibration
-# windows often misses it on the test clips.
+# The search stops a point above the bar: top-1 agreement on a few hundred windows is noisy (on the
+# default world's student it moved between 94.0% and 96.8% when only the calibration set changed),
+# so a tower that just meets the bar on the calibration windows often misses it on the test clips.
+# One point of headroom is what the trained student needed; it is a margin, not a guarantee: the
+# judge on the test clips still decides.
 SEARCH_HEADROOM = 0.01
 # Beyond half of the convolutions in float, INT8 saves little size and no time: stop there.
 MAX_FLOAT_SHARE = 0.5
 SENSITIVITY_WINDOWS = 256  # enough to rank layers; agreement is checked on every window
+TRIAL_NAME = "trial.onnx"
 
 METHOD = "onnxruntime static QDQ: Conv only, per-channel int8 weights, MinMax calibration"
 
@@ -157,8 +160,13 @@ class _Check:
 
 
 def _keep_float(q: _Quantiser, check: _Check, goal: float) -> tuple[list[str], float]:
-    """The fewest convolutions, most sensitive first, to leave in float so ``check`` meets goal."""
-    trial = q.work / "trial.onnx"
+    """Convolutions to leave in float, most sensitive first, until ``check`` meets ``goal``.
+
+    Greedy on each layer's sensitivity alone (one quantisation per layer, then one per step): not
+    the smallest set in general, but cheap and, on the default world's student, 11 of 27. The
+    last trial written is the tower for the returned set.
+    """
+    trial = q.work / TRIAL_NAME
     agreement = float(check(q.write(trial)).top1_agreement)
     if agreement >= goal:
         return [], agreement
@@ -191,16 +199,19 @@ def quantise_int8(
 
     With ``check_windows`` and ``bank``, the most sensitive convolutions stay float until those
     windows keep their fp32 top-1 species at ``min_top1`` plus ``SEARCH_HEADROOM``; without them
-    every convolution is quantised.
+    every convolution is quantised. The check windows come from the training side (the export
+    passes its calibration set, of which ``calibration`` is a subset), never the judged clips.
     """
     with tempfile.TemporaryDirectory() as tmp:
         q = _Quantiser(fp32_path, calibration, target, Path(tmp))
-        plan = MixedPrecision(convolutions=len(q.convolutions))
-        if check_windows is not None and bank is not None:
+        if check_windows is None or bank is None:
+            plan = MixedPrecision(convolutions=len(q.convolutions))
+            q.write(out_path)
+        else:
             check = _Check(fp32_path, check_windows, bank)
             keep, agreement = _keep_float(q, check, min(1.0, min_top1 + SEARCH_HEADROOM))
             plan = MixedPrecision(len(q.convolutions), tuple(keep), len(check_windows), agreement)
-        q.write(out_path, plan.float_convolutions)
+            shutil.copyfile(q.work / TRIAL_NAME, out_path)
     log.info("INT8 tower written: %s", plan.describe())
     return plan
 

@@ -4,8 +4,8 @@
     soundscape played as a live stream) -> Mosquitto -> biovita-server ingest -> review app
 
 The world, the trained run and the exported bundle are cached under ``.cache/demo/<key>/``, the
-key being a hash of everything that shapes them (world settings, recipe, and the world, trainer
-and exporter code), so a second run starts listening in seconds.
+key being a hash of everything that shapes them (world settings, recipe, and the code of
+``biovita``, ``trainer`` and ``export``), so a second run starts listening in seconds.
 Every service runs as its own process group and is stopped (SIGTERM, then SIGKILL) on exit or
 Ctrl-C. Run ``python -m scripts.demo --help`` for the knobs.
 """
@@ -99,7 +99,7 @@ def run(*argv: str | Path) -> None:
 
 
 # The code that shapes the cached world, run and bundle: a change to any of it is a new cache.
-SHAPING_CODE = ("biovita/world", "biovita/frontend.py", "trainer", "export")
+SHAPING_CODE = ("biovita", "trainer", "export")
 
 
 def code_fingerprint() -> str:

@@ -138,8 +138,16 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 
 
 def cmd_users_remove(args: argparse.Namespace) -> int:
+    from server_sync.records import Role
+
     store = _store(_settings(args))
     try:
+        admins = [u.username for u in store.users() if u.role == Role.ADMIN]
+        if admins == [args.username]:
+            raise ConfigError(
+                f"{args.username} is the only admin; without one nobody can reach the admin pages",
+                hint="add another admin first (biovita-server users add NAME --role admin)",
+            )
         removed = store.delete_user(args.username)
     finally:
         store.close()

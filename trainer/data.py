@@ -74,14 +74,16 @@ class SpeciesData:
         return self._image[i]
 
     def window(self, i: int, rng: np.random.Generator | None = None) -> np.ndarray:
-        """One front-end window of clip ``i``, centred; with ``rng``, at a random time offset.
+        """One front-end window of clip ``i``: the middle of a longer clip, a short one zero-padded
+        at the end; with ``rng``, at a random time offset.
 
         A recorder's windows fall on calls at any offset, down to a fraction of a front-end hop,
         so training must not see a clip at one alignment only. A longer clip gives a random crop;
         a clip that is one window long (the synthetic world's) is rotated by a random number of
-        samples instead. Without this, a tower trained on the default world moved its embedding
-        to a cosine of 0.79 and kept its top-1 species on 35% of call windows when the window
-        was shifted by one 20-ms hop (issue 5).
+        samples instead, so its call lands anywhere, at any sub-hop phase; a call rotated across
+        the end wraps round to the start, beside the clip's own background. Without this, a tower
+        trained on the default world moved its embedding to a cosine of 0.74 and kept its top-1
+        species on 35% of call windows when the window was shifted by one 20-ms hop (issue 5).
         """
         pcm, n = self.pcm(i), self.frontend.window_samples
         if len(pcm) < n:

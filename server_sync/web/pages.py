@@ -79,7 +79,7 @@ def login(
 ):
     check_csrf(request, csrf_token)
     address = request.client.host if request.client else "?"
-    wait_s = ctx.logins.retry_after(address, username)
+    wait_s = ctx.logins.attempt(address, username)
     if wait_s > 0:
         minutes = max(1, round(wait_s / 60))
         response = render(
@@ -87,14 +87,13 @@ def login(
             "login.html",
             status_code=429,
             next=_safe_next(next),
-            error=f"Too many failed logins for this user name from your address. Try again in "
+            error=f"Too many failed logins from your address. Try again in "
             f"{minutes} minute{'s' if minutes > 1 else ''}, or ask an admin to reset the password.",
         )
         response.headers["Retry-After"] = str(int(wait_s) + 1)
         return response
     user = ctx.store.user(username.strip())
     if not verify_password(password, user.password_hash if user else DUMMY_HASH) or user is None:
-        ctx.logins.failed(address, username)
         return render(
             request,
             "login.html",

@@ -84,6 +84,15 @@ def test_unknown_schema_version_is_refused_before_anything_else(tmp_path):
     assert "re-export" in err.value.hint
 
 
+def test_a_version_1_manifest_still_loads(tmp_path):
+    """Version 2 only added an optional field: bundles exported before it keep working."""
+    root = build(tmp_path / "bundle")
+    raw = json.loads((root / MANIFEST_NAME).read_text())
+    assert raw["schema_version"] == 2
+    (root / MANIFEST_NAME).write_text(json.dumps({**raw, "schema_version": 1}))
+    assert load_bundle(root).manifest.schema_version == 1
+
+
 @pytest.mark.parametrize(
     "mutilate",
     [

@@ -30,7 +30,9 @@ def test_search_keeps_sensitive_layers_float_until_the_goal(jetson_bundle, world
     assert everything.float_convolutions == () and everything.check_top1 is None
     assert len(_int8_convolutions(tmp_path / "all.onnx")) == everything.convolutions > 0
 
-    goal = 0.995  # above what the fully quantised tiny tower reaches, so the search must run
+    # above what the fully quantised tiny tower reaches, so the search must run; with the
+    # headroom it asks for every window (1.0), so it may well stop at the cap instead
+    goal = 0.995
     plan = quantise_int8(
         fp32, tmp_path / "mixed.onnx", train[:64], "cpu", train, bundle.bank, min_top1=goal
     )

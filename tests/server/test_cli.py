@@ -37,10 +37,12 @@ def test_migrate_users_and_stats(data, capsys, monkeypatch):
     )
     assert main(["users", "list", "--data", str(root)]) == 0
     assert "carol\tadmin" in capsys.readouterr().out
-    assert main(["users", "remove", "carol", "--data", str(root)]) == 0
+    assert main(["users", "remove", "carol", "--data", str(root)]) == 0  # root is an admin too
     assert "carol removed" in capsys.readouterr().out
     assert main(["users", "remove", "carol", "--data", str(root)]) == 2
     assert "there is no user 'carol'" in capsys.readouterr().err
+    assert main(["users", "remove", "root", "--data", str(root)]) == 2
+    assert "the only admin" in capsys.readouterr().err
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert main(["users", "add", "dave", "--password-stdin", "--data", str(root)]) == 2
     assert "shorter than" in capsys.readouterr().err

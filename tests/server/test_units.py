@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -103,25 +104,44 @@ def test_chart_escapes_labels_and_scales_bars():
     assert daily_counts_svg([]).startswith("<p")
 
 
-def test_login_throttle_counts_failures_per_address_and_user_name():
+def test_login_throttle_counts_attempts_per_address_and_user_name():
     now = [1000.0]
-    throttle = LoginThrottle(max_failures=3, window_s=60, clock=lambda: now[0])
+    throttle = LoginThrottle(
+        max_failures=3, max_address_failures=10, window_s=60, clock=lambda: now[0]
+    )
     for _ in range(3):
-        assert throttle.retry_after("10.0.0.1", "ann") == 0
-        throttle.failed("10.0.0.1", "ann")
+        assert throttle.attempt("10.0.0.1", "ann") == 0  # counted, then the password fails
         now[0] += 1
-    assert throttle.retry_after("10.0.0.1", " ANN ") == pytest.approx(57)  # first failure + 60 s
-    assert throttle.retry_after("10.0.0.2", "ann") == 0  # no lock-out from another address
-    assert throttle.retry_after("10.0.0.1", "bob") == 0
+    assert throttle.attempt("10.0.0.1", " ANN ") == pytest.approx(57)  # first attempt + 60 s
+    assert throttle.attempt("10.0.0.2", "ann") == 0  # no lock-out from another address
+    assert throttle.attempt("10.0.0.1", "bob") == 0
     now[0] += 57
-    assert throttle.retry_after("10.0.0.1", "ann") == 0  # the oldest failure left the window
-    throttle.failed("10.0.0.1", "ann")
-    throttle.succeeded("10.0.0.1", "ann")
-    assert throttle.retry_after("10.0.0.1", "ann") == 0 and len(throttle._failures) == 0
+    assert throttle.attempt("10.0.0.1", "ann") == 0  # the oldest attempt left the window
+    throttle.succeeded("10.0.0.1", "ann")  # ...and that one logged in: it was no guess
+    assert throttle.attempt("10.0.0.1", "ann") == 0 and throttle.attempt("10.0.0.1", "ann") == 0
 
 
-def test_login_throttle_memory_is_bounded():
-    throttle = LoginThrottle()
-    for i in range(MAX_KEYS + 50):
-        throttle.failed("10.0.0.1", f"user{i}")
-    assert len(throttle._failures) == MAX_KEYS
+def test_login_throttle_limits_one_address_across_user_names():
+    throttle = LoginThrottle(max_failures=3, max_address_failures=10, window_s=60)
+    assert all(throttle.attempt("10.0.0.1", f"name{i}") == 0 for i in range(10))
+    assert throttle.attempt("10.0.0.1", "ann") > 0  # a spray over names is stopped too
+    assert throttle.attempt("10.0.0.9", "ann") == 0
+
+
+def test_login_throttle_memory_is_bounded_and_a_flood_does_not_lift_a_lockout():
+    throttle = LoginThrottle(max_failures=3, max_address_failures=10**6)
+    for _ in range(3):
+        throttle.attempt("10.0.0.1", "ann")
+    assert throttle.attempt("10.0.0.1", "ann") > 0
+    for i in range(MAX_KEYS + 50):  # made-up names to push ann's entry out
+        throttle.attempt("10.0.0.1", f"user{i}" + "x" * 1000)
+    assert len(throttle._pairs) <= MAX_KEYS + 1
+    assert all(len(name) <= 64 for _, name in throttle._pairs)
+    assert throttle.attempt("10.0.0.1", "ann") > 0  # still locked: locked pairs are kept
+
+
+def test_concurrent_attempts_cannot_slip_past_the_limit():
+    throttle = LoginThrottle(max_failures=5)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        allowed = list(pool.map(lambda _: throttle.attempt("10.0.0.1", "ann") == 0, range(64)))
+    assert sum(allowed) == 5
