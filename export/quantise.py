@@ -76,7 +76,10 @@ class Recipe:
 RECIPES = {
     # x86 with VNNI/AVX2: unsigned activations x signed weights is the fast path.
     "cpu": Recipe(activations=QuantType.QUInt8),
-    # ARM (Raspberry Pi 4/5): symmetric signed activations suit the ARM kernels best.
+    # ARM (Raspberry Pi 4/5): signed activations x signed weights (S8S8), ONNX Runtime's default
+    # QDQ setting. Activations stay asymmetric (with a zero point), so the grid is the same as the
+    # cpu recipe's: the default world's student gave the same agreement step for step, 98.50%.
+    # Symmetric activations cost accuracy here (88% with every convolution quantised).
     "rpi": Recipe(activations=QuantType.QInt8),
 }
 
