@@ -15,13 +15,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from biovita.errors import ConfigError
+from biovita.settings import read_toml, set_dotted
 from trainer.loop import LoopConfig
 from trainer.tasks import DistillWeights
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: JSON configs only
-    tomllib = None
 
 
 class _Strict(BaseModel):
@@ -129,7 +125,8 @@ class TrainConfig(_Strict):
 
 
 def _parse_value(text: str) -> Any:
-    # JSON first (numbers, booleans, lists), else the bare string: --set model.audio=laion/x
+    # JSON first (numbers, booleans, lists, and objects such as distill.student={...}, which
+    # biovita.settings.parse_value would read as TOML), else the bare string: model.audio=laion/x
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -143,28 +140,19 @@ def apply_override(tree: dict, assignment: str) -> None:
         raise ConfigError(
             f"override {assignment!r} is not key=value", hint="e.g. stage1.loop.steps=500"
         )
-    *parents, leaf = key.strip().split(".")
-    node = tree
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(
-                f"override {assignment!r}: {part} is not a section", hint="check the key"
-            )
-    node[leaf] = _parse_value(value.strip())
+    set_dotted(tree, key.strip(), _parse_value(value.strip()))
 
 
 def read_config_file(path: str | Path) -> dict:
     path = Path(path)
+    if path.suffix != ".json":
+        return read_toml(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist", hint="check the path")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix != ".json" and tomllib is None:
-        raise ConfigError("TOML configs need Python 3.11+", hint="write the config as JSON")
     try:
-        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except ValueError as err:  # JSONDecodeError and TOMLDecodeError are both ValueErrors
-        raise ConfigError(f"cannot parse {path}: {err}", hint="fix the TOML/JSON syntax") from err
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ConfigError(f"cannot parse {path}: {err}", hint="fix the JSON syntax") from err
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
