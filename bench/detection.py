@@ -9,7 +9,6 @@ pass of inference. Events are scored against the truth with ``bench.events``.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,29 +26,24 @@ from bench.events import (
 )
 from bench.reports import markdown_table, pyplot
 from biovita.errors import ManifestError
+from biovita.manifest import read_csv_rows
 
 DEFAULT_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 1.0, 0.05))
 
 
 def read_truth(path: Path) -> list[TimedEvent]:
     """Ground truth CSV: start_s,end_s,species_id (other columns ignored)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"ground truth {path} does not exist", hint="pass --truth FILE.csv")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"start_s", "end_s", "species_id"} - set(reader.fieldnames or ())
-        if missing:
-            raise ManifestError(
-                f"{path} lacks column(s) {sorted(missing)}",
-                hint="columns: start_s,end_s,species_id",
-            )
-        try:
-            return [
-                TimedEvent(float(r["start_s"]), float(r["end_s"]), r["species_id"]) for r in reader
-            ]
-        except ValueError as err:
-            raise ManifestError(f"{path}: {err}", hint="start_s and end_s are seconds") from err
+    rows = read_csv_rows(
+        path,
+        {"start_s", "end_s", "species_id"},
+        columns_hint="columns: start_s,end_s,species_id",
+        name="ground truth",
+        missing_hint="pass --truth FILE.csv",
+    )
+    try:
+        return [TimedEvent(float(r["start_s"]), float(r["end_s"]), r["species_id"]) for r in rows]
+    except ValueError as err:
+        raise ManifestError(f"{path}: {err}", hint="start_s and end_s are seconds") from err
 
 
 def world_soundscapes(world: Path) -> list[tuple[Path, Path]]:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from biovita.errors import ManifestError
+from biovita.manifest import read_csv_rows
 
 MODALITIES = ("audio", "image", "text")
 LEVELS = ("species", "genus", "family")
@@ -192,17 +193,12 @@ def write_index(ids_dir: Path, index: BenchmarkIndex) -> None:
 
 
 def _read_csv(path: Path, required: set[str]) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise ManifestError(f"{path} does not exist", hint="write the benchmark first (--out)")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = required - set(reader.fieldnames or ())
-        if missing:
-            raise ManifestError(
-                f"{path} lacks column(s) {sorted(missing)}",
-                hint="see bench/protocol.py for the BioVITA-Bench CSV layout",
-            )
-        return list(reader)
+    return read_csv_rows(
+        path,
+        required,
+        columns_hint="see bench/protocol.py for the BioVITA-Bench CSV layout",
+        missing_hint="write the benchmark first (--out)",
+    )
 
 
 def _int_id(text: str, where: str) -> int:

@@ -18,13 +18,12 @@ Splits (queries are never training items):
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.protocol import TEXT_ANY_LEVEL, BenchmarkIndex
 from biovita.errors import ManifestError
-from biovita.manifest import read_manifest, read_taxa
+from biovita.manifest import read_csv_rows, read_manifest, read_taxa
 from biovita.taxonomy import Taxon, prompts
 
 GALLERY_SPLITS = {"seen": ("test",), "unseen": ("test", "unseen")}
@@ -34,15 +33,9 @@ QUERY_SPLIT = {"seen": "test", "unseen": "unseen"}
 def _read_optional_csv(path: Path, required: set[str]) -> list[dict[str, str]] | None:
     if not path.is_file():
         return None
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = required - set(reader.fieldnames or ())
-        if missing:
-            raise ManifestError(
-                f"{path} lacks column(s) {sorted(missing)}",
-                hint=f"its header must include {', '.join(sorted(required))}",
-            )
-        return list(reader)
+    return read_csv_rows(
+        path, required, columns_hint=f"its header must include {', '.join(sorted(required))}"
+    )
 
 
 @dataclass

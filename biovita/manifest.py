@@ -16,6 +16,7 @@ and the trainer reads it; ``taxa.csv`` beside it names the species (see ``biovit
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,42 +63,59 @@ def _optional_float(text: str | None, where: str) -> float | None:
         ) from None
 
 
-def read_manifest(path: str | Path, check_files: bool = False) -> list[ManifestRow]:
+def read_csv_rows(
+    path: str | Path,
+    required: Iterable[str],
+    columns_hint: str,
+    name: str = "",
+    missing_hint: str = "check the path",
+) -> list[dict[str, str]]:
+    """Every row of a CSV file whose header holds the ``required`` columns, else a clear error.
+
+    ``name`` ("manifest", "ground truth") leads the messages; the hints say how to fix them.
+    """
     path = Path(path)
+    label = f"{name} {path}" if name else str(path)
     if not path.is_file():
-        raise ManifestError(f"manifest {path} does not exist", hint="check the path")
-    base = path.parent
+        raise ManifestError(f"{label} does not exist", hint=missing_hint)
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        missing = {"audio_path", "species_id"} - set(reader.fieldnames or ())
+        missing = set(required) - set(reader.fieldnames or ())
         if missing:
-            raise ManifestError(
-                f"manifest {path} lacks column(s) {sorted(missing)}",
-                hint=f"the header must include {', '.join(MANIFEST_COLUMNS)}",
-            )
-        rows = []
-        for line, raw in enumerate(reader, start=2):
-            where = f"{path}:{line}"
-            if not raw["audio_path"] or not raw["species_id"]:
-                raise ManifestError(f"{where}: empty audio_path or species_id", hint="fill both")
-            images = tuple(
-                _resolve(base, p) for p in (raw.get("image_paths") or "").split(";") if p.strip()
-            )
-            row = ManifestRow(
-                audio_path=_resolve(base, raw["audio_path"]),
-                species_id=raw["species_id"],
-                split=(raw.get("split") or "train").strip(),
-                image_paths=images,
-                start_s=_optional_float(raw.get("start_s"), where),
-                end_s=_optional_float(raw.get("end_s"), where),
-                source=raw.get("source") or "",
-                extra={k: v for k, v in raw.items() if k not in MANIFEST_COLUMNS and k},
-            )
-            if check_files and not row.audio_path.is_file():
-                raise ManifestError(
-                    f"{where}: {row.audio_path} does not exist", hint="fix the path"
-                )
-            rows.append(row)
+            raise ManifestError(f"{label} lacks column(s) {sorted(missing)}", hint=columns_hint)
+        return list(reader)
+
+
+def read_manifest(path: str | Path, check_files: bool = False) -> list[ManifestRow]:
+    path = Path(path)
+    base = path.parent
+    table = read_csv_rows(
+        path,
+        {"audio_path", "species_id"},
+        columns_hint=f"the header must include {', '.join(MANIFEST_COLUMNS)}",
+        name="manifest",
+    )
+    rows = []
+    for line, raw in enumerate(table, start=2):
+        where = f"{path}:{line}"
+        if not raw["audio_path"] or not raw["species_id"]:
+            raise ManifestError(f"{where}: empty audio_path or species_id", hint="fill both")
+        images = tuple(
+            _resolve(base, p) for p in (raw.get("image_paths") or "").split(";") if p.strip()
+        )
+        row = ManifestRow(
+            audio_path=_resolve(base, raw["audio_path"]),
+            species_id=raw["species_id"],
+            split=(raw.get("split") or "train").strip(),
+            image_paths=images,
+            start_s=_optional_float(raw.get("start_s"), where),
+            end_s=_optional_float(raw.get("end_s"), where),
+            source=raw.get("source") or "",
+            extra={k: v for k, v in raw.items() if k not in MANIFEST_COLUMNS and k},
+        )
+        if check_files and not row.audio_path.is_file():
+            raise ManifestError(f"{where}: {row.audio_path} does not exist", hint="fix the path")
+        rows.append(row)
     return rows
 
 
@@ -132,20 +150,20 @@ def write_manifest(path: str | Path, rows: list[ManifestRow]) -> Path:
 
 def read_taxa(path: str | Path) -> tuple[list[Taxon], dict[str, dict[str, str]]]:
     """``taxa.csv`` -> taxa in file order, and per species its ``trait_*`` columns."""
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"taxa table {path} does not exist", hint="write taxa.csv beside it")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if "species_id" not in (reader.fieldnames or ()):
-            raise ManifestError(f"{path} lacks a species_id column", hint="see biovita.manifest")
-        taxa, traits = [], {}
-        for raw in reader:
-            taxon = Taxon(**{k: raw.get(k) or "" for k in TAXA_FIELDS})
-            taxa.append(taxon)
-            traits[taxon.species_id] = {
-                k.removeprefix("trait_"): v for k, v in raw.items() if k.startswith("trait_")
-            }
+    rows = read_csv_rows(
+        path,
+        {"species_id"},
+        columns_hint="see biovita.manifest",
+        name="taxa table",
+        missing_hint="write taxa.csv beside it",
+    )
+    taxa, traits = [], {}
+    for raw in rows:
+        taxon = Taxon(**{k: raw.get(k) or "" for k in TAXA_FIELDS})
+        taxa.append(taxon)
+        traits[taxon.species_id] = {
+            k.removeprefix("trait_"): v for k, v in raw.items() if k.startswith("trait_")
+        }
     return taxa, traits
 
 
