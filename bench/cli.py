@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench import world_cmd
@@ -43,6 +43,28 @@ def _need_checkpoints(args: argparse.Namespace) -> None:
 
 def _print(text: str) -> None:
     print(text, flush=True)
+
+
+def _publish(
+    out: Path,
+    name: str,
+    payload: dict,
+    markdown: str,
+    plot: Callable[[Path], object] | None = None,
+    png: str | None = None,
+) -> int:
+    """Write ``name``.json, ``name``.md (and a chart) to ``out``; print the table and the files."""
+    from bench.reports import write_json, write_text
+
+    files = [f"{name}.json", f"{name}.md"]
+    write_json(out / files[0], {"command": name, **payload})
+    write_text(out / files[1], markdown)
+    if plot is not None:
+        files.append(png or f"{name}.png")
+        plot(out / files[-1])
+    _print(markdown)
+    _print(f"wrote {out}/{', '.join(files)}")
+    return 0
 
 
 # ------------------------------------------------------------------------------------ retrieval
@@ -153,7 +175,6 @@ def _features_per_split(args: argparse.Namespace, splits: Sequence[str]):
 
 
 def _traits(args: argparse.Namespace) -> int:
-    from bench.reports import write_json, write_text
     from bench.traits import TraitResults, plot_traits, run_traits, traits_markdown
 
     # the unseen split's index holds every held-out item: seen species' test items and unseen ones
@@ -166,23 +187,19 @@ def _traits(args: argparse.Namespace) -> int:
     for model in dict.fromkeys(name for name, *_ in rows):
         features = [(fs, index) for name, _, index, fs in rows if name == model]
         run_traits(model, features, data.traits, results, args.folds, args.seed)
-    markdown = traits_markdown(results)
-    out = args.out
-    write_json(
-        out / "traits.json",
-        {
-            "command": "traits",
-            "seed": args.seed,
-            "folds": args.folds,
-            "items": results.items,
-            "accuracy": results.accuracy,
-        },
+    payload = {
+        "seed": args.seed,
+        "folds": args.folds,
+        "items": results.items,
+        "accuracy": results.accuracy,
+    }
+    return _publish(
+        args.out,
+        "traits",
+        payload,
+        traits_markdown(results),
+        lambda path: plot_traits(results, path),
     )
-    write_text(out / "traits.md", markdown)
-    plot_traits(results, out / "traits.png")
-    _print(markdown)
-    _print(f"wrote {out}/traits.json, traits.md, traits.png")
-    return 0
 
 
 def _consistency(args: argparse.Namespace) -> int:
@@ -192,20 +209,18 @@ def _consistency(args: argparse.Namespace) -> int:
         plot_consistency,
         run_consistency,
     )
-    from bench.reports import write_json, write_text
 
     data, rows = _features_per_split(args, tuple(args.splits))
     results = ConsistencyResults()
     for model, split, index, features in rows:
         run_consistency(split, model, index, data.taxa, features, results)
-    markdown = consistency_markdown(results)
-    out = args.out
-    write_json(out / "consistency.json", {"command": "consistency", **results.to_json()})
-    write_text(out / "consistency.md", markdown)
-    plot_consistency(results, out / "consistency.png")
-    _print(markdown)
-    _print(f"wrote {out}/consistency.json, consistency.md, consistency.png")
-    return 0
+    return _publish(
+        args.out,
+        "consistency",
+        results.to_json(),
+        consistency_markdown(results),
+        lambda path: plot_consistency(results, path),
+    )
 
 
 # ------------------------------------------------------------------------------------ detection
@@ -226,22 +241,18 @@ def _soundscapes(args: argparse.Namespace) -> list[tuple[Path, Path]]:
 
 def _detection(args: argparse.Namespace) -> int:
     from bench.detection import DeviceClassifier, detection_markdown, plot_pr_curve, run_detection
-    from bench.reports import write_json, write_text
 
     pairs = _soundscapes(args)
     classifier = DeviceClassifier(args.bundle, args.device_config)
     result = run_detection(classifier, pairs, args.tolerance)
-    markdown = detection_markdown(result)
-    out = args.out
-    write_json(
-        out / "detection.json",
-        {"command": "detection", "bundle": str(args.bundle), **result.to_json()},
+    return _publish(
+        args.out,
+        "detection",
+        {"bundle": str(args.bundle), **result.to_json()},
+        detection_markdown(result),
+        lambda path: plot_pr_curve(result, path),
+        png="detection_pr.png",
     )
-    write_text(out / "detection.md", markdown)
-    plot_pr_curve(result, out / "detection_pr.png")
-    _print(markdown)
-    _print(f"wrote {out}/detection.json, detection.md, detection_pr.png")
-    return 0
 
 
 # ---------------------------------------------------------------------------------------- parser
@@ -369,19 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _stability(args: argparse.Namespace) -> int:
-    from bench.reports import write_json, write_text
     from bench.stability import run_stability, stability_markdown, to_json
 
     rows = run_stability(args.bundle, _soundscapes(args))
-    markdown = stability_markdown(rows)
-    write_json(
-        args.out / "stability.json",
-        {"command": "stability", "bundle": str(args.bundle), "rows": to_json(rows)},
-    )
-    write_text(args.out / "stability.md", markdown)
-    _print(markdown)
-    _print(f"wrote {args.out}/stability.json, stability.md")
-    return 0
+    payload = {"bundle": str(args.bundle), "rows": to_json(rows)}
+    return _publish(args.out, "stability", payload, stability_markdown(rows))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
