@@ -181,6 +181,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------- engine
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    from biovita.parity import describe
+    from device.engine import EngineOptions, build_engine
+
+    bundle = config_from_args(args).bundle
+    if bundle is None:
+        raise ConfigError(
+            "no bundle to build an engine for", hint="pass --bundle DIR or set bundle in the config"
+        )
+    options = EngineOptions(
+        precision=args.precision,
+        min_batch=args.min_batch,
+        opt_batch=args.opt_batch,
+        max_batch=args.max_batch,
+        workspace_mb=args.workspace_mb,
+    )
+    entry = build_engine(bundle, options)
+    print(f"engine {entry.file}: TensorRT {entry.tensorrt_version}, sm {entry.compute_capability}")
+    if entry.parity:
+        print("  parity: " + describe(entry.parity))
+    return 0
+
+
 # -------------------------------------------------------------------------------------- doctor
 
 
@@ -198,6 +224,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from device.engine import EngineOptions
+
     parser = argparse.ArgumentParser(
         prog="biovita-field",
         description="listen, classify and sync detections on a field recorder.",
@@ -245,6 +273,25 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser(
+        "engine", help="build a TensorRT engine into the bundle, on this board (Jetson)"
+    )
+    _common(p)
+    precision = p.add_mutually_exclusive_group()
+    for name, help_text in [
+        ("fp32", "no reduced precision (TF32 off)"),
+        ("fp16", "fp16, the log-mel kept in fp32 (default)"),
+        ("int8", "int8 calibrated on the bundle's windows, fp16 where faster"),
+    ]:
+        precision.add_argument(
+            f"--{name}", dest="precision", action="store_const", const=name, help=help_text
+        )
+    p.set_defaults(precision=EngineOptions.precision, func=cmd_engine)
+    p.add_argument("--min-batch", type=int, default=EngineOptions.min_batch)
+    p.add_argument("--opt-batch", type=int, default=EngineOptions.opt_batch)
+    p.add_argument("--max-batch", type=int, default=EngineOptions.max_batch)
+    p.add_argument("--workspace-mb", type=int, default=EngineOptions.workspace_mb)
     return parser
 
 
