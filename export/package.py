@@ -91,12 +91,12 @@ class ExportRequest:
             raise ExportError(
                 "an INT8 Jetson model is built by TensorRT on the device, not here",
                 hint="export --target jetson (fp32 ONNX + calibration windows), then run "
-                "`biovita-export engine --bundle B --int8` on the Jetson",
+                "`biovita-field engine --bundle B --int8` on the Jetson",
             )
         if precision == "fp16":
             raise ExportError(
                 "the bundle's ONNX is fp32 for every target; fp16 is a TensorRT engine option",
-                hint="export --target jetson, then `biovita-export engine --bundle B --fp16`",
+                hint="export --target jetson, then `biovita-field engine --bundle B --fp16` on the board",
             )
         return precision
 
