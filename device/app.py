@@ -52,7 +52,7 @@ def build_pipeline(bundle: Bundle, cfg: DeviceConfig, backend: Backend) -> Pipel
         confirm_hits=c.confirm_hits or defaults.confirm_hits,
         confirm_windows=c.confirm_windows or defaults.confirm_windows,
         merge_gap=c.merge_gap_windows,
-        max_event_windows=max(1, int(c.max_event_s / hop_s)),
+        max_event_samples=max(1, int(round(c.max_event_s * spec.sample_rate))),
     )
     return Pipeline(
         backend,
@@ -60,6 +60,7 @@ def build_pipeline(bundle: Bundle, cfg: DeviceConfig, backend: Backend) -> Pipel
         tracker,
         Windower(spec.window_samples, hop, spec.sample_rate),
         cfg.inference.max_batch,
+        c.silence_dbfs,
     )
 
 

@@ -77,6 +77,7 @@ class ClassifySection(_Section):
     confirm_windows: int | None = Field(None, ge=1)  # ... within M windows (None: the bundle's)
     merge_gap_windows: int = Field(1, ge=0)  # hit-free windows allowed inside one event
     max_event_s: float = Field(60.0, gt=0)
+    silence_dbfs: float = Field(-80.0, le=0)  # windows quieter than this are not classified
 
     @model_validator(mode="after")
     def _check(self) -> ClassifySection:

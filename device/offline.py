@@ -37,6 +37,7 @@ class OfflineResult:
     errors: dict[str, str] = field(default_factory=dict)
     audio_s: float = 0.0
     windows: int = 0
+    silent_windows: int = 0  # below classify.silence_dbfs: not classified
 
 
 def _duration(path: Path) -> float:
@@ -84,6 +85,7 @@ def classify_files(
                 result.errors[str(file)] = err.describe()
                 log.error("%s", err.describe())
             result.windows += pipeline.windows_classified
+            result.silent_windows += pipeline.windows_silent
             result.rows[str(file)] = [_row(file, e, bank) for e in events]
             if store is not None and events:
                 store.add([event_to_detection(e, bank, ctx) for e in events])

@@ -96,19 +96,28 @@ def test_the_device_applies_the_bundles_confirmation_unless_its_config_sets_it(t
 
 
 @pytest.mark.parametrize("n, m", [(1, 1), (2, 2), (2, 3), (3, 3)])
-def test_the_fit_simulates_the_device_event_tracker(n, m):
+@pytest.mark.parametrize("recording_windows", [400, 1, 2])  # one long recording, short files
+def test_the_fit_simulates_the_device_event_tracker(n, m, recording_windows):
     """The windows ``confirmed`` reports are exactly the windows of the device's events."""
     rng = np.random.default_rng(n * 10 + m)
     count = 400
     passed = rng.random(count) < 0.45
     species = rng.integers(0, 3, count)
-    recording = np.zeros(count, np.int64)
+    recording = np.arange(count) // recording_windows
     simulated = confirmed(passed, species, recording, Rule(0.5, 0.0, n, m))
 
-    tracker = EventTracker(confirm_hits=n, confirm_windows=m, merge_gap=1, max_event_windows=10**6)
+    tracker = EventTracker(confirm_hits=n, confirm_windows=m, merge_gap=1)
     events = []
     for k in range(count):
-        window = Window(np.zeros(1, np.float32), 1, k, datetime.now(timezone.utc), index=k)
+        new_file = k > 0 and recording[k] != recording[k - 1]
+        window = Window(
+            np.zeros(1, np.float32),
+            1,
+            k,
+            datetime.now(timezone.utc),
+            index=k,
+            discontinuity=new_file,
+        )
         hits = (Candidate(f"sp{species[k]}", 1.0, 1.0),) if passed[k] else ()
         events += tracker.push(WindowResult(window, hits, hits))
     events += tracker.flush()
