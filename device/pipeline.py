@@ -90,14 +90,20 @@ class DetectionContext:
 
 
 def event_to_detection(
-    event: Event, bank: SpeciesBank, ctx: DetectionContext, clip_id: str | None = None
+    event: Event,
+    bank: SpeciesBank,
+    ctx: DetectionContext,
+    clip_id: str | None = None,
+    detection_id: str | None = None,
 ) -> Detection:
+    """``detection_id``: a stable id (offline files); None: a fresh random one (live audio)."""
     if event.species_id == UNKNOWN:
         scientific, common = "", "unknown"
     else:
         taxon = bank.taxon(event.species_id)
         scientific, common = taxon.scientific_name, taxon.common_name
     return Detection(
+        **({"id": detection_id} if detection_id else {}),
         device_id=ctx.device_id,
         site_id=ctx.site_id,
         start_utc=event.wall_time,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -135,7 +136,7 @@ def read_file_blocks(
                 f"{path} holds no audio samples", hint="the file is empty; re-record it"
             )
         check_rate(sf.samplerate, min_rate, origin)
-        blocker = _Blocker(sf.samplerate, rate_out, origin, start_utc or _file_start(path))
+        blocker = _Blocker(sf.samplerate, rate_out, origin, start_utc or file_start(path)[0])
         frames_read = 0
         blocksize = max(1, int(block_s * sf.samplerate))
         while True:
@@ -196,14 +197,36 @@ def declared_frames(path: Path) -> int | None:
         return None
 
 
-def _file_start(path: Path) -> datetime:
-    """A file's recording start: its modification time minus its length is the best guess."""
+# AudioMoth names files YYYYMMDD_HHMMSS (UTC); Wildlife Acoustics PREFIX_YYYYMMDD_HHMMSS
+_NAME_TIME = re.compile(r"(?:^|_)(\d{8}_\d{6})(?=$|_)")
+
+
+def start_from_name(path: Path) -> datetime | None:
+    """The recording start a recorder wrote into the file name, read as UTC; None if none."""
+    match = _NAME_TIME.search(path.stem)
+    if match is None:
+        return None
+    try:
+        return datetime.strptime(match.group(1), "%Y%m%d_%H%M%S").replace(tzinfo=timezone.utc)
+    except ValueError:  # 8 and 6 digits that are no date (a counter, a serial number)
+        return None
+
+
+def file_start(path: Path) -> tuple[datetime, bool]:
+    """A file's recording start and whether it is known: from its name, or else a guess.
+
+    The guess (modification time minus length) is only as good as the copy that set the time,
+    so it comes back as not known (``clock_synced`` false on the detections).
+    """
+    named = start_from_name(path)
+    if named is not None:
+        return named, True
     try:
         info = soundfile.info(str(path))
         mtime = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
-        return mtime - timedelta(seconds=info.duration)
+        return mtime - timedelta(seconds=info.duration), False
     except (OSError, RuntimeError, soundfile.LibsndfileError):
-        return datetime.now(timezone.utc)
+        return datetime.now(timezone.utc), False
 
 
 class FileSource:
