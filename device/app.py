@@ -118,7 +118,8 @@ def build_daemon(cfg: DeviceConfig) -> Daemon:
         site_id=cfg.device.site,
         bundle_id=bundle.manifest.bundle_id,
         backend=backend.name,
-        clock_synced=cfg.audio.source != "soundcard" or clock_is_synced(),
+        # a file played as a stream is dated by playback, not by when it was recorded
+        clock_synced=cfg.audio.source != "file" and clock_is_synced(),
     )
     store = Store(cfg.store_path, cfg.store.busy_timeout_ms)
     return Daemon(

@@ -256,7 +256,8 @@ class FileSource:
         self._closed = False
 
     def blocks(self) -> Iterator[AudioBlock]:
-        start_wall, start_mono = datetime.now(timezone.utc), time.monotonic()
+        start_mono = time.monotonic()
+        start_wall = self._anchor(datetime.now(timezone.utc))
         offset = 0  # stream samples before the current file
         for path in self.paths:
             file_end = offset
@@ -277,8 +278,27 @@ class FileSource:
                 self.on_error(path, err)
             offset = file_end
 
+    def _anchor(self, now: datetime) -> datetime:
+        """The UTC time of the stream's first sample; later samples follow the sample clock.
+
+        Played at the speed of sound the files stand in for a microphone: the stream starts
+        now. Played faster, it is dated as if it had been recorded just before playback began
+        (it ends at ``now``), so no detection is dated in the future and times stay in order.
+        """
+        if self.realtime and self.speed == 1.0:
+            return now
+        total = sum(_duration_or_zero(p) for p in self.paths)
+        return now - timedelta(seconds=total)
+
     def close(self) -> None:
         self._closed = True
+
+
+def _duration_or_zero(path: Path) -> float:
+    try:
+        return float(soundfile.info(str(path)).duration)
+    except (RuntimeError, soundfile.LibsndfileError):
+        return 0.0  # undecodable: on_error reports it when its turn comes
 
 
 def _sleep_until(deadline: float) -> None:
@@ -316,7 +336,9 @@ class StdinSource:
         self.rate_in, self.rate_out = rate_in, rate_out
 
     def blocks(self) -> Iterator[AudioBlock]:
-        blocker = _Blocker(self.rate_in, self.rate_out, self.name, datetime.now(timezone.utc))
+        """Times follow the sample clock from the first block's arrival: monotonic and exact
+        whatever the pipe's pace (a pipe faster than real time is not stamped by arrival)."""
+        blocker: _Blocker | None = None
         pending = b""
         while True:
             chunk = self.stream.read(self.block_bytes - len(pending))
@@ -325,13 +347,17 @@ class StdinSource:
             pending += chunk
             if len(pending) < self.block_bytes:
                 continue
-            block = blocker.block(
-                self._decode(pending), wall=_arrival(len(pending) // self.frame_bytes, self.rate_in)
-            )
+            if blocker is None:
+                start = _arrival(len(pending) // self.frame_bytes, self.rate_in)
+                blocker = _Blocker(self.rate_in, self.rate_out, self.name, start)
+            block = blocker.block(self._decode(pending))
             pending = b""
             if block is not None:
                 yield block
         usable = len(pending) - len(pending) % self.frame_bytes
+        if blocker is None:
+            start = _arrival(usable // self.frame_bytes, self.rate_in)
+            blocker = _Blocker(self.rate_in, self.rate_out, self.name, start)
         block = blocker.block(self._decode(pending[:usable]), last=True)
         if block is not None:
             yield block
