@@ -97,6 +97,7 @@ def build_source(bundle: Bundle, cfg: DeviceConfig) -> AudioSource:
             a.stdin_format,
             a.channel,
             a.block_s,
+            min_rate=min_rate(bundle, cfg),
         )
     return SoundcardSource(
         rate,

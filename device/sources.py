@@ -122,6 +122,7 @@ def read_file_blocks(
     Raises ``AudioError`` for a file that cannot be decoded, is empty, holds NaN/Inf samples, is
     sampled too low, or ends before the length its header declares (truncated).
     """
+    path = Path(path)
     origin = str(path)
     try:
         sf = soundfile.SoundFile(path)
@@ -322,8 +323,10 @@ class StdinSource:
         channel: int | None = None,
         block_s: float = 0.5,
         stream: BinaryIO | None = None,
+        min_rate: int = 1,
     ) -> None:
         self.name = "stdin"
+        check_rate(rate_in, min_rate, "audio on stdin")
         # The unbuffered file, not sys.stdin.buffer: the reader thread may still be blocked in
         # read() when the daemon exits on SIGTERM, and a BufferedReader's lock held by a daemon
         # thread aborts interpreter shutdown ("could not acquire lock ... at shutdown").
