@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from biovita.annotations import RAVEN_BOX_COLUMNS
+
 FORMATS = ("csv", "json", "raven", "audacity")
 RESULTS_SUFFIX = ".biovita.results.csv"
 
@@ -91,13 +93,7 @@ def write_json(rows: Iterable[ResultRow], path: Path, errors: dict[str, str] | N
 
 # BirdNET-Analyzer's selection-table columns, in its order (Raven opens either the same way)
 RAVEN_COLUMNS = (
-    "Selection",
-    "View",
-    "Channel",
-    "Begin Time (s)",
-    "End Time (s)",
-    "Low Freq (Hz)",
-    "High Freq (Hz)",
+    *RAVEN_BOX_COLUMNS,
     "Common Name",
     "Species Code",
     "Confidence",

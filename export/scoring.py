@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from biovita.annotations import read_truth
 from biovita.bank import SpeciesBank, softmax_scores
 from biovita.bundle import ScoringDefaults, load_bundle
-from biovita.world.annotations import read_truth
 from export.errors import ExportError
 from export.runtime import ort_embed, ort_session
 from export.windows import audio_windows

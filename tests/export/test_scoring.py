@@ -3,6 +3,8 @@ the device exactly as fitted."""
 
 from __future__ import annotations
 
+import csv
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import soundfile
 
 from biovita.bundle import ScoringDefaults, load_bundle
 from biovita.world import World, WorldConfig
+from biovita.world.annotations import read_truth as read_world_truth
 from biovita.world.annotations import write_truth
 from device.app import build_pipeline
 from device.classify import EventTracker
@@ -141,3 +144,24 @@ def test_calibration_needs_soundscapes_with_truth(tmp_path, world_files):
     soundfile.write(short, np.zeros(16_000 * 6, np.float32), 16_000)
     write_truth(short.with_suffix(".csv"), [])
     assert main(["calibrate", "--bundle", str(bundle), str(short)]) == 2  # too few windows
+
+
+def test_calibration_reads_the_three_column_truth_the_readme_documents(world_files, tmp_path):
+    """``start_s,end_s,species_id`` (extra columns allowed) labels windows as the world's does."""
+    bundle, validation, _ = world_files
+    hand_made = tmp_path / "hand_made.wav"
+    shutil.copy(validation, hand_made)
+    with hand_made.with_suffix(".csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["species_id", "start_s", "end_s", "notes"])  # any order, one extra
+        for e in read_world_truth(validation.with_suffix(".csv")):
+            writer.writerow([e.species_id, e.start_s, e.end_s, "checked by ear"])
+    loaded = load_bundle(bundle)
+    session = ort_session(loaded.tower_path)
+
+    def labels(audio: Path) -> np.ndarray:
+        embed = lambda pcm: ort_embed(session, pcm)  # noqa: E731
+        pairs = soundscape_pairs([audio])
+        return label_windows(loaded.bank, embed, pairs, loaded.manifest.frontend).labels
+
+    assert np.array_equal(labels(hand_made), labels(validation))
