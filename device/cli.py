@@ -75,6 +75,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             "classify.threshold": args.threshold,
             "inference.intra_op_threads": args.threads,
             "inference.max_batch": args.batch,
+            "audio.time_expansion": args.time_expansion,
         },
     )
     bundle = open_bundle(cfg)
@@ -103,6 +104,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
         f"{len(result.skipped)} file(s) skipped (--resume: results exist), "
         f"{len(result.errors)} error(s); results in {out_dir}"
     )
+    if result.ultrasonic:
+        lines = [f"{len(result.ultrasonic)} file(s) with most of their energy above the band:"]
+        lines += [f"  {warning}" for warning in result.ultrasonic.values()]
+        print("\n".join(lines), file=sys.stderr)
     if result.errors:
         lines = [f"{len(result.errors)} file(s) failed:"]
         lines += [f"  {file}: {message}" for file, message in result.errors.items()]
@@ -251,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_start_time,
         help="UTC start of the recording (ISO 8601; no offset = UTC) when its name does not "
         "say (names YYYYMMDD_HHMMSS or PREFIX_YYYYMMDD_HHMMSS do)",
+    )
+    p.add_argument(
+        "--time-expansion",
+        type=int,
+        metavar="N",
+        help="play the recordings N times slower (bats: 10); times stay real",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_classify)

@@ -45,6 +45,7 @@ class AudioSection(_Section):
     stdin_rate_hz: int = Field(16_000, gt=0)
     stdin_format: Literal["float32", "int16"] = "int16"
     min_rate_hz: int | None = Field(None, gt=0)  # below: refuse (None = 2 x front-end f_max)
+    time_expansion: int = Field(1, ge=1)  # recordings played N times slower (bats); times real
 
 
 class WindowsSection(_Section):

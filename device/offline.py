@@ -41,7 +41,7 @@ from device.config import DeviceConfig
 from device.outputs import Band, FileOutputs, ResultRow, read_results_csv, write_combined
 from device.pipeline import event_to_detection
 from device.records import Backend, Event
-from device.sources import expand_paths, file_start, read_file_blocks
+from device.sources import DecodeReport, expand_paths, file_start, read_file_blocks
 from device.store import Store
 from device.stream import prefetched
 
@@ -64,6 +64,7 @@ class FileResult:
     windows: int = 0
     silent_windows: int = 0
     native_rate: int | None = None
+    ultrasonic: str | None = None  # most of its energy is above the model's band
 
 
 @dataclass
@@ -71,6 +72,7 @@ class OfflineResult:
     rows: dict[str, list[ResultRow]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # --resume: results already there
+    ultrasonic: dict[str, str] = field(default_factory=dict)  # file -> the warning
     written: list[Path] = field(default_factory=list)
     audio_s: float = 0.0
     windows: int = 0
@@ -80,6 +82,8 @@ class OfflineResult:
         self.rows[r.file] = r.rows
         if r.error is not None:
             self.errors[r.file] = r.error
+        if r.ultrasonic is not None:
+            self.ultrasonic[r.file] = r.ultrasonic
         self.audio_s += r.audio_s
         self.windows += r.windows
         self.silent_windows += r.silent_windows
@@ -126,7 +130,8 @@ class FileClassifier:
         bundle, cfg = self.bundle, self.cfg
         pipeline = build_pipeline(bundle, cfg, self.backend)
         start, known = (self.start_time, True) if self.start_time else file_start(file)
-        result = FileResult(str(file))
+        result, report = FileResult(str(file)), DecodeReport()
+        expansion = cfg.audio.time_expansion
         events: list[Event] = []
         try:
             blocks = read_file_blocks(
@@ -136,12 +141,14 @@ class FileClassifier:
                 cfg.audio.channel,
                 min_rate(bundle, cfg),
                 start,
+                expansion,
+                report,
             )
             for block in prefetched(blocks):
                 pipeline.push(block)
                 if pipeline.ready():
                     events += pipeline.drain()
-                seconds = len(block.samples) / block.sample_rate
+                seconds = len(block.samples) / block.sample_rate / expansion  # real seconds
                 result.audio_s += seconds
                 on_audio(seconds)
             events += pipeline.finish()
@@ -149,7 +156,7 @@ class FileClassifier:
             events += pipeline.finish()  # what was read before the damage is real audio
             result.error = err.describe()
             log.error("%s", result.error)
-        result.native_rate = _native_rate(file)
+        result.native_rate, result.ultrasonic = report.native_rate, report.ultrasonic
         result.windows = pipeline.windows_classified
         result.silent_windows = pipeline.windows_silent
         result.rows = [_row(file, e, bundle.bank) for e in events]
@@ -257,7 +264,7 @@ def classify_batch(
             todo.append(file)
     if result.skipped:
         log.warning("--resume: skipping %d file(s) whose results exist", len(result.skipped))
-    spec = bundle.manifest.frontend
+    spec, expansion = bundle.manifest.frontend, cfg.audio.time_expansion  # Raven: real Hz
     total = sum(_duration(f) for f in todo)
     with tqdm(total=round(total), unit="s audio", disable=not progress, leave=False) as bar:
         workers = min(workers, max(1, len(todo)))
@@ -269,7 +276,7 @@ def classify_batch(
             if done.error is not None:
                 outputs[file].remove()
                 continue
-            band = Band.of(spec.f_min, spec.f_max, done.native_rate)
+            band = Band.of(spec.f_min * expansion, spec.f_max * expansion, done.native_rate)
             outputs[file].write(file, done.rows, formats, band)
     result.rows = {str(f): result.rows[str(f)] for f in files if str(f) in result.rows}
     every = [r for rows in result.rows.values() for r in rows]
@@ -282,13 +289,6 @@ def _duration(path: Path) -> float:
         return float(audio_info(path).duration)
     except AudioError:
         return 0.0
-
-
-def _native_rate(path: Path) -> int | None:
-    try:
-        return int(audio_info(path).samplerate)
-    except AudioError:
-        return None
 
 
 def _row(file: Path, event: Event, bank: SpeciesBank) -> ResultRow:

@@ -14,6 +14,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 class StreamResampler:
     """Band-limited resampling of a stream in blocks (libsoxr keeps state between calls)."""
 
-    def __init__(self, rate_in: int, rate_out: int) -> None:
+    def __init__(self, rate_in: float, rate_out: int) -> None:
         self.rate_in, self.rate_out = rate_in, rate_out
         self._stream = (
             None
@@ -47,24 +48,46 @@ class StreamResampler:
         return self._stream.resample_chunk(mono, last=last)
 
 
-def check_rate(rate: int, min_rate: int, origin: str) -> None:
+def check_rate(rate: float, min_rate: int, origin: str) -> None:
     if rate < min_rate:
         raise AudioError(
-            f"{origin} is sampled at {rate} Hz, below the {min_rate} Hz the model needs "
+            f"{origin} is sampled at {rate:g} Hz, below the {min_rate} Hz the model needs "
             f"(it listens up to {min_rate // 2} Hz; upsampling cannot add what was never recorded)",
             hint="record at a higher rate, or set audio.min_rate_hz if you accept the loss",
         )
 
 
-class _Blocker:
-    """Turns mono blocks at the native rate into ``AudioBlock``s at the target rate."""
+ULTRASONIC_FRACTION = 0.5  # more of the energy than this above the model's band: say so
+BAND_CHECK_S = 10.0  # a live stream is judged on its first seconds, a file on all of it
 
-    def __init__(self, rate_in: int, rate_out: int, origin: str, start_utc: datetime) -> None:
-        self.resample = StreamResampler(rate_in, rate_out)
+
+class _Blocker:
+    """Turns mono blocks at the native rate into ``AudioBlock``s at the target rate.
+
+    ``time_expansion`` N plays the audio N times slower (a bat recording at 250 kHz and N = 10
+    becomes 25 kHz audio with its 40 kHz calls at 4 kHz); the counter then runs N times faster
+    than real time, and the wall clock stays in real time. The energy the resampler removes is
+    the energy above the model's band: when it is most of the audio, one warning says so.
+    """
+
+    def __init__(
+        self,
+        rate_in: int,
+        rate_out: int,
+        origin: str,
+        start_utc: datetime,
+        time_expansion: int = 1,
+        live: bool = True,
+    ) -> None:
+        self.resample = StreamResampler(rate_in / time_expansion, rate_out)
+        self.live = live  # judge the band after BAND_CHECK_S; a file is judged at its end
         self.rate_in, self.rate_out = rate_in, rate_out
+        self.clock_rate = rate_out * time_expansion  # counter samples per real second
         self.origin, self.start_utc = origin, start_utc
         self.counter = 0  # output samples so far
         self.frames_in = 0  # input frames so far
+        self.energy_in = self.energy_out = 0.0  # sum of squares per second, either side
+        self.band_warned = False
 
     def block(
         self, mono: np.ndarray, last: bool = False, wall: datetime | None = None
@@ -72,12 +95,45 @@ class _Blocker:
         self._check_finite(mono)
         self.frames_in += len(mono)
         out = self.resample(mono, last=last)
+        self.energy_in += float(np.dot(mono, mono)) / self.resample.rate_in
+        self.energy_out += float(np.dot(out, out)) / self.rate_out
+        judged = last or (self.live and self.frames_in >= BAND_CHECK_S * self.rate_in)
+        if judged and not self.band_warned:
+            self._warn_if_ultrasonic()
         if out.size == 0:
             return None
-        when = wall or self.start_utc + timedelta(seconds=self.counter / self.rate_out)
+        when = wall or self.start_utc + timedelta(seconds=self.counter / self.clock_rate)
         block = AudioBlock(out, self.rate_out, self.counter, when, self.origin)
         self.counter += out.size
         return block
+
+    @property
+    def above_band_fraction(self) -> float:
+        """Share of the input's energy above the model's band (the resampler removed it)."""
+        if self.resample.rate_in <= self.rate_out or self.energy_in <= 0.0:
+            return 0.0
+        return min(1.0, max(0.0, 1.0 - self.energy_out / self.energy_in))
+
+    @property
+    def band_top_hz(self) -> float:
+        """The highest real frequency the model hears of this audio."""
+        return self.clock_rate / 2
+
+    def ultrasonic_warning(self) -> str | None:
+        fraction = self.above_band_fraction
+        if fraction <= ULTRASONIC_FRACTION:
+            return None
+        return (
+            f"{self.origin}: {fraction:.0%} of its energy lies above {self.band_top_hz:.0f} Hz, "
+            "which the model does not hear (ultrasonic? a bat recording can be classified "
+            "time-expanded: --time-expansion 10, or audio.time_expansion)"
+        )
+
+    def _warn_if_ultrasonic(self) -> None:
+        self.band_warned = True
+        warning = self.ultrasonic_warning()
+        if warning:
+            log.warning("%s", warning)
 
     def _check_finite(self, mono: np.ndarray) -> None:
         bad = ~np.isfinite(mono)
@@ -109,6 +165,15 @@ def expand_paths(path: Path) -> list[Path]:
     return [path]
 
 
+@dataclass
+class DecodeReport:
+    """What decoding a file found out, for the caller's summary."""
+
+    native_rate: int | None = None
+    above_band_fraction: float = 0.0  # of the energy, above what the model hears
+    ultrasonic: str | None = None  # the warning, when that is most of it
+
+
 def read_file_blocks(
     path: Path,
     rate_out: int,
@@ -116,8 +181,13 @@ def read_file_blocks(
     channel: int | None = None,
     min_rate: int = 1,
     start_utc: datetime | None = None,
+    time_expansion: int = 1,
+    report: DecodeReport | None = None,
 ) -> Iterator[AudioBlock]:
     """Decode ``path`` in blocks, down-mix, resample; counters start at 0 for this file.
+
+    ``time_expansion`` N: the file is played N times slower (its rate read as rate / N); block
+    times stay real. ``report`` is filled in for the caller's summary.
 
     Raises ``AudioError`` for a file that cannot be decoded, is empty, holds NaN/Inf samples, is
     sampled too low, or ends before the length its header declares (truncated).
@@ -136,8 +206,12 @@ def read_file_blocks(
             raise AudioError(
                 f"{path} holds no audio samples", hint="the file is empty; re-record it"
             )
-        check_rate(sf.samplerate, min_rate, origin)
-        blocker = _Blocker(sf.samplerate, rate_out, origin, start_utc or file_start(path)[0])
+        played = f"{origin} played {time_expansion}x slower" if time_expansion > 1 else origin
+        check_rate(sf.samplerate / time_expansion, min_rate, played)
+        start = start_utc or file_start(path)[0]
+        blocker = _Blocker(sf.samplerate, rate_out, origin, start, time_expansion, live=False)
+        report = report or DecodeReport()
+        report.native_rate = sf.samplerate
         frames_read = 0
         blocksize = max(1, int(block_s * sf.samplerate))
         while True:
@@ -155,6 +229,8 @@ def read_file_blocks(
                 yield block
             if last:
                 break
+        report.above_band_fraction = blocker.above_band_fraction
+        report.ultrasonic = blocker.ultrasonic_warning()
         declared = declared_frames(path)
         if declared is not None and declared > frames_read:
             raise AudioError(
@@ -248,8 +324,11 @@ class FileSource:
         min_rate: int = 1,
         on_error: Callable[[Path, AudioError], None] | None = None,
         speed: float = 1.0,
+        time_expansion: int = 1,
     ) -> None:
         self.paths = expand_paths(path)
+        self.time_expansion = time_expansion
+        self.clock_rate = rate_out * time_expansion  # stream samples per real second
         self.name = str(path)
         self.rate_out, self.realtime, self.block_s = rate_out, realtime, block_s
         self.channel, self.min_rate, self.speed = channel, min_rate, speed
@@ -264,12 +343,17 @@ class FileSource:
             file_end = offset
             try:
                 for block in read_file_blocks(
-                    path, self.rate_out, self.block_s, self.channel, self.min_rate
+                    path,
+                    self.rate_out,
+                    self.block_s,
+                    self.channel,
+                    self.min_rate,
+                    time_expansion=self.time_expansion,
                 ):
                     if self._closed:
                         return
                     start = offset + block.start_sample
-                    wall = start_wall + timedelta(seconds=start / self.rate_out)
+                    wall = start_wall + timedelta(seconds=start / self.clock_rate)
                     block = AudioBlock(block.samples, self.rate_out, start, wall, block.origin)
                     if self.realtime:
                         _sleep_until(start_mono + block.end_sample / self.rate_out / self.speed)
@@ -288,7 +372,7 @@ class FileSource:
         """
         if self.realtime and self.speed == 1.0:
             return now
-        total = sum(_duration_or_zero(p) for p in self.paths)
+        total = sum(_duration_or_zero(p) for p in self.paths)  # real seconds, expanded or not
         return now - timedelta(seconds=total)
 
     def close(self) -> None:

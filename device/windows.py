@@ -19,6 +19,8 @@ from device.records import AudioBlock, Window
 
 class Windower:
     def __init__(self, window: int, hop: int, sample_rate: int) -> None:
+        """``sample_rate``: stream samples per real second, for the times only (the bundle's
+        rate, times the time expansion of a slowed-down bat recording)."""
         if hop <= 0 or window <= 0:
             raise ValueError("window and hop must be positive")
         self.window, self.hop, self.rate = window, hop, sample_rate
