@@ -110,7 +110,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         print("\n".join(lines), file=sys.stderr)
     if result.errors:
         lines = [f"{len(result.errors)} file(s) failed:"]
-        lines += [f"  {file}: {message}" for file, message in result.errors.items()]
+        lines += [f"error: {file}: {message}" for file, message in result.errors.items()]
         print("\n".join(lines), file=sys.stderr)
         return 1
     return 0

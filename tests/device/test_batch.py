@@ -104,7 +104,7 @@ def test_failed_files_exit_1_and_get_no_table(tone_bundle, scape_file, tmp_path,
     out = tmp_path / "out"
     assert _classify(tone_bundle, card, out) == 1
     err = capsys.readouterr().err
-    assert "1 file(s) failed:" in err and f"  {card / 'broken.wav'}: cannot decode" in err
+    assert "1 file(s) failed:" in err and f"error: {card / 'broken.wav'}: cannot decode" in err
     assert not list(out.glob("broken.wav.*"))
     assert (out / "good.wav.biovita.results.csv").is_file()
 
