@@ -222,7 +222,9 @@ def read_file_blocks(
                     f"{path} is damaged after {frames_read / sf.samplerate:.1f} s: {err}",
                     hint="the file is truncated or corrupt; re-copy it from the recorder",
                 ) from err
-            last = len(data) < blocksize
+            # only an empty read is the end: a decoder may return a short block before it (an
+            # MP3 frame boundary), and stopping there would drop the rest of the file
+            last = len(data) == 0
             frames_read += len(data)
             block = blocker.block(to_mono(data, channel), last=last)
             if block is not None:

@@ -68,3 +68,12 @@ def test_the_silence_floor_is_a_config_key(tone_bundle, tmp_path):
     assert _classify(tone_bundle, path, tmp_path).rows[str(path)] != []
     gated = _classify(tone_bundle, path, tmp_path, **{"classify.silence_dbfs": -40.0})
     assert gated.rows[str(path)] == [] and gated.silent_windows == 3 and gated.windows == 0
+
+
+@pytest.mark.parametrize("mode", ["CONSTANT", "VARIABLE"])
+def test_the_last_call_of_an_mp3_is_classified(tone_bundle, tmp_path, mode):
+    audio, _ = tone_scape([(6.7, 1)], 7.3, rate=44_100)  # the call fills the last 0.6 s
+    path = tmp_path / "tail.mp3"
+    soundfile.write(path, audio, 44_100, format="MP3", bitrate_mode=mode)
+    [row] = _classify(tone_bundle, path, tmp_path).rows[str(path)]
+    assert row.species_id == "sp01" and row.end_s == pytest.approx(7.3, abs=0.03)
