@@ -55,6 +55,9 @@ class MqttSettings(_Settings):
 class IngestSettings(_Settings):
     flush_ms: float = Field(20.0, gt=0, description="collect messages this long, then commit")
     max_messages: int = Field(1000, gt=0, description="or this many, whichever comes first")
+    stop_timeout_s: float = Field(
+        10.0, ge=0, description="on a stop, wait this long for the last commit's acks to go out"
+    )
 
 
 class WebSettings(_Settings):

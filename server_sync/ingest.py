@@ -11,6 +11,13 @@ detections are upserted by id, a message delivered twice, to one worker or two, 
 Give each worker a stable client id: the broker keeps a worker's session (and queues its share of
 the group's messages) for ``session_expiry_s`` after it leaves, so a restarted worker picks up
 where it stopped, and a retired one stops receiving once its session expires.
+
+Nothing a device sends can stop a worker: ``_on_message`` turns every failure into a dead letter.
+Should paho's network thread die anyway (a bug in a callback), ``run`` notices within a poll and
+raises ``NetworkThreadDied``: the process exits non-zero and systemd (``Restart=always``) starts a
+fresh one, instead of a worker that looks up but stores and acks nothing. On a stop, the acks of
+the last commit are sent before the connection closes (paho keeps at most ``max_inflight`` QoS 1
+messages in flight and would drop the rest at the disconnect).
 """
 
 from __future__ import annotations
@@ -35,9 +42,18 @@ from biovita.detection import (
     encode,
     utc_now,
 )
+from biovita.errors import BiovitaError
 from server_sync.clips import ClipStore
 from server_sync.config import IngestSettings, MqttSettings
-from server_sync.intake import ClipIn, DetectionsIn, Ignored, Intake, StatusIn, classify
+from server_sync.intake import (
+    ClipIn,
+    DetectionsIn,
+    Ignored,
+    Intake,
+    StatusIn,
+    classify,
+    dead_letter,
+)
 from server_sync.mqtt import connect_properties, make_client
 from server_sync.records import Clip, DeadLetter, IngestUnit
 from server_sync.store import Store
@@ -45,6 +61,10 @@ from server_sync.store import Store
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS_S = (0.5, 1, 2, 5, 10, 30)
+
+
+class NetworkThreadDied(BiovitaError):
+    """paho's network thread ended while the worker was running: it can no longer receive."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +119,8 @@ class IngestWorker:
         self.connected = threading.Event()
         self._inbox: queue.Queue[Incoming] = queue.Queue()
         self._session = 0
+        self._network: threading.Thread | None = None
+        self._unsent: list[mqtt.MQTTMessageInfo] = []  # the last commit's acks, until sent
         self._client = make_client(mqtt_settings, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -117,7 +139,14 @@ class IngestWorker:
             properties=connect_properties(s),
         )
         self._client.loop_start()
+        # paho keeps its thread in a private attribute and clears it when the thread ends; keep
+        # our own reference so ``run`` can tell a dead network thread from a quiet one.
+        self._network = self._client._thread
         return self
+
+    @property
+    def network_alive(self) -> bool:
+        return self._network is not None and self._network.is_alive()
 
     def run(self, stop: threading.Event) -> None:
         """Flush until ``stop`` is set, then disconnect.
@@ -129,6 +158,13 @@ class IngestWorker:
         failures = 0
         last_report = time.monotonic()
         while not stop.is_set() or pending:
+            if not self.network_alive:
+                self._client.loop_stop()
+                raise NetworkThreadDied(
+                    f"the MQTT network thread died ({len(pending)} messages uncommitted, to be "
+                    "redelivered by the broker)",
+                    hint="see the log for the error; the service manager restarts the worker",
+                )
             if not pending:
                 pending = self._collect(stop)
             if not pending:
@@ -150,8 +186,24 @@ class IngestWorker:
             if time.monotonic() - last_report > 60:
                 log.info("ingest: %s", self.summary())
                 last_report = time.monotonic()
+        self._send_acks(self.settings.stop_timeout_s)
         self._client.disconnect()
         self._client.loop_stop()
+
+    def _send_acks(self, timeout_s: float) -> None:
+        """Wait (up to ``timeout_s``) until the last commit's acks are on the wire."""
+        deadline = time.monotonic() + timeout_s
+        for info in self._unsent:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.connected.is_set():
+                break
+            try:
+                info.wait_for_publish(remaining)
+            except RuntimeError:  # the connection dropped: the device re-sends, we re-ack
+                break
+        unsent = sum(not info.is_published() for info in self._unsent)
+        if unsent:
+            log.warning("stopping with %d acks unsent; their devices will re-send", unsent)
 
     def summary(self) -> str:
         c = self.counters
@@ -195,12 +247,22 @@ class IngestWorker:
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         # Validation runs here, on the network thread, so it overlaps the previous commit's
-        # fsync (which releases the GIL) instead of queueing behind it.
-        self._inbox.put(
-            Incoming.parse(
-                msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._session, utc_now()
+        # fsync (which releases the GIL) instead of queueing behind it. classify never raises;
+        # the guard is for what surrounds it (a topic that is not UTF-8 raises in paho's getter).
+        received = utc_now()
+        try:
+            incoming = Incoming.parse(
+                msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._session, received
             )
-        )
+        except Exception as err:  # noqa: BLE001 (an exception here would kill the thread)
+            topic = msg._topic.decode("utf-8", "replace")
+            letter = dead_letter(
+                topic, bytes(msg.payload), received, "unexpected", f"{type(err).__name__}: {err}"
+            )
+            incoming = Incoming(
+                topic, letter.payload, msg.mid, msg.qos, self._session, received, letter
+            )
+        self._inbox.put(incoming)
 
     # ----------------------------------------------------------------------- the flush
 
@@ -232,8 +294,7 @@ class IngestWorker:
         """Commit ``messages``, then ack them (application acks, then PUBACKs)."""
         unit, outgoing = self._prepare(messages)
         self.store.ingest(unit)
-        for out in outgoing:
-            self._client.publish(out.topic, encode(out.ack), qos=1)
+        self._unsent = [self._client.publish(out.topic, encode(out.ack), qos=1) for out in outgoing]
         for m in messages:
             if m.qos > 0 and m.session == self._session:
                 self._client.ack(m.mid, m.qos)

@@ -16,7 +16,7 @@ import soundfile
 from biovita.detection import MAX_PAYLOAD_BYTES, detections_topic, encode, status_topic
 from server_sync.clips import ClipStore
 from server_sync.config import IngestSettings, MqttSettings
-from server_sync.ingest import IngestWorker
+from server_sync.ingest import IngestWorker, NetworkThreadDied
 from server_sync.records import DetectionFilter
 from server_sync.store import StoreError
 from tests.server.devices import DeviceLink
@@ -258,3 +258,102 @@ def test_status_updates_the_fleet_table(run_ingest, device_links, sqlite_store):
         5_000_000,
         "b-7",
     )
+
+
+def test_times_at_the_range_edges_are_dead_letters_and_ingest_keeps_storing(
+    run_ingest, device_links, sqlite_store
+):
+    """A valid ISO time whose UTC overflows killed paho's thread; a *retained* status with one
+    killed every new worker. Now: dead letters, and the next batch is stored and acked."""
+    link = device_links("dev-1")
+    good = json.loads(encode(batch([detection(n=1)], seq=1)))
+    good["detections"][0]["start_utc"] = "0001-01-01T00:00:00+01:00"
+    retained = json.loads(encode(status()))
+    retained["sent_utc"] = "9999-12-31T23:59:59-01:00"
+    topic = status_topic("site-a", "dev-1")
+    link.client.publish(topic, json.dumps(retained).encode(), qos=1, retain=True).wait_for_publish(
+        10
+    )  # retained before the worker subscribes: it gets it on its first connect
+    running = run_ingest()
+    link.publish_raw(detections_topic("site-a", "dev-1"), json.dumps(good).encode())
+    after = batch([detection(n=2)], seq=2)
+    link.publish_batch(after)
+    link.wait_for(lambda lk: after.detections[0].id in lk.acked_ids())
+    assert sqlite_store.dead_letter_counts() == {"invalid": 2}
+    assert running.workers[0].network_alive
+    link.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)  # clear it
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_network_thread_stops_the_worker_with_an_error(mosquitto, sqlite_store, tmp_path):
+    """If paho's thread dies anyway (a bug in a callback), run() raises instead of idling on."""
+    worker = IngestWorker(
+        sqlite_store,
+        ClipStore(tmp_path / "clips"),
+        MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="ingest-dies"),
+    ).start()
+    assert worker.connected.wait(10)
+
+    def broken_callback(*_):  # a fault injected into the real paho client
+        raise RuntimeError("a callback bug")
+
+    worker._client.on_message = broken_callback
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run(threading.Event())
+        except BaseException as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    link = DeviceLink(mosquitto.host, mosquitto.port, "site-a", "dev-1")
+    try:
+        link.publish_batch(batch([detection(n=1)], seq=1))
+        thread.join(15)
+    finally:
+        link.close()
+    assert not thread.is_alive(), "run() kept going without a network thread"
+    assert [type(e) for e in errors] == [NetworkThreadDied]
+    assert "network thread died" in str(errors[0])
+
+
+class _StopAfterCommit:
+    """The real store; the first commit also asks the worker to stop (a SIGTERM right then)."""
+
+    def __init__(self, store, stop: threading.Event) -> None:
+        self.store, self.stop = store, stop
+
+    def ingest(self, unit):
+        self.store.ingest(unit)
+        self.stop.set()
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_stop_right_after_a_commit_still_sends_all_of_its_acks(
+    mosquitto, sqlite_store, device_links, tmp_path
+):
+    """60 acks from one commit: paho sends 20 at a time, and the disconnect dropped the rest."""
+    stop = threading.Event()
+    worker = IngestWorker(
+        _StopAfterCommit(sqlite_store, stop),
+        ClipStore(tmp_path / "clips"),
+        MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="ingest-stop"),
+        IngestSettings(flush_ms=10),
+    ).start()
+    assert worker.connected.wait(10)
+    link = device_links("dev-1")
+    sent = [batch([detection(n=seq)], seq=seq) for seq in range(60)]
+    for b in sent:
+        link.publish_batch(b)
+    _wait_until(lambda: worker._inbox.qsize() == len(sent))  # all in one commit
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert worker.counters.flushes == 1
+    link.wait_for(lambda lk: len(lk.acks) == len(sent))
+    assert {a.seq for a in link.acks} == set(range(60))
