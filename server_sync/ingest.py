@@ -38,6 +38,7 @@ from biovita.detection import (
     DETECTIONS_FILTER,
     STATUS_FILTER,
     Ack,
+    Detection,
     acks_topic,
     encode,
     utc_now,
@@ -314,13 +315,28 @@ class IngestWorker:
         intakes = [(m, m.intake) for m in messages]
         clip_ids = [i.clip_id for _, i in intakes if isinstance(i, ClipIn)]
         known = self.store.clips_by_id(clip_ids)
+        first = {  # the content each detection id was first stored with
+            key: row.detection
+            for key, row in self.store.detections_by_id(
+                [
+                    d.id
+                    for _, i in intakes
+                    if isinstance(i, DetectionsIn)
+                    for d in i.batch.detections
+                ]
+            ).items()
+        }
         unit = IngestUnit()
         outgoing: list[_Outgoing] = []
         clip_acks: dict[tuple[str, str], list[str]] = defaultdict(list)
         for m, intake in intakes:
             if isinstance(intake, DetectionsIn):
                 batch, where = intake.batch, intake.topic
-                unit.detections.extend(batch.detections)
+                for d in batch.detections:
+                    if first.setdefault(d.id, d) == d:
+                        unit.detections.append(d)  # new, or a re-send stored once by its id
+                    else:
+                        unit.dead_letters.append(_conflict(m, d))
                 unit.seen.append((where.site_id, where.device_id, m.received))
                 ack = Ack(
                     device_id=batch.device_id,
@@ -360,3 +376,17 @@ class IngestWorker:
             sha256=sha256,
             received_utc=received,
         )
+
+
+def _conflict(m: Incoming, d: Detection) -> DeadLetter:
+    """A detection id already stored with other content: the first row stays, this one is kept
+    as a dead letter (and acked: it is durably recorded, and a re-send would conflict again)."""
+    return dead_letter(
+        m.topic,
+        d.model_dump_json().encode(),
+        m.received,
+        "conflict",
+        f"detection {d.id} is already stored with different content; the first row stays\n"
+        "  hint: ids are made once per event on the device; a device that reuses them (a "
+        "restored image, a copied data folder) needs a fresh database",
+    )

@@ -422,14 +422,20 @@ class SqlStore(ABC):
             return [r[0] for r in s.rows(query.sql, query.params)]
 
     def detection(self, detection_id: str) -> StoredDetection | None:
+        return self.detections_by_id([detection_id]).get(detection_id)
+
+    def detections_by_id(self, detection_ids: Sequence[str]) -> dict[str, StoredDetection]:
+        rows: list[tuple] = []
         with self.transaction() as s:
-            rows = s.rows(
-                f"SELECT {self._SELECT_DETECTION} FROM detections d "
-                "LEFT JOIN review_state rs ON rs.detection_id = d.id "
-                "LEFT JOIN reviews rv ON rv.id = rs.review_id WHERE d.id = ?",
-                (detection_id,),
-            )
-        return self._stored(rows[0]) if rows else None
+            for part in chunks(list(dict.fromkeys(detection_ids)), 500):
+                rows += s.rows(
+                    f"SELECT {self._SELECT_DETECTION} FROM detections d "
+                    "LEFT JOIN review_state rs ON rs.detection_id = d.id "
+                    "LEFT JOIN reviews rv ON rv.id = rs.review_id "
+                    f"WHERE d.id IN ({', '.join('?' * len(part))})",
+                    part,
+                )
+        return {row.id: row for row in map(self._stored, rows)}
 
     def _stored(self, row: tuple) -> StoredDetection:
         n = len(DETECTION_COLUMNS)

@@ -357,3 +357,29 @@ def test_a_stop_right_after_a_commit_still_sends_all_of_its_acks(
     assert worker.counters.flushes == 1
     link.wait_for(lambda lk: len(lk.acks) == len(sent))
     assert {a.seq for a in link.acks} == set(range(60))
+
+
+def test_a_reused_id_with_other_content_is_a_conflict_and_the_first_row_stays(
+    run_ingest, device_links, sqlite_store
+):
+    run_ingest()
+    one, other = device_links("dev-1"), device_links("dev-2")
+    original = detection(n=1)
+    one.publish_batch(batch([original], seq=1))
+    one.wait_for(lambda lk: original.id in lk.acked_ids())
+    changed = original.model_copy(update={"score": 0.11, "species_id": "sp_frog"})
+    one.publish_batch(batch([changed, detection(n=2)], seq=2))  # same id, other content
+    hijack = original.model_copy(update={"device_id": "dev-2"})  # another device, same id
+    other.publish_batch(batch([hijack], seq=1))
+    one.publish_batch(batch([original], seq=3))  # a plain re-send: no conflict
+    one.wait_for(lambda lk: {a.seq for a in lk.acks} == {1, 2, 3})
+    other.wait_for(lambda lk: original.id in lk.acked_ids())  # kept as a dead letter: acked
+    assert sqlite_store.detection(original.id).detection == original
+    assert len(_all_rows(sqlite_store)) == 2
+    assert sqlite_store.dead_letter_counts() == {"conflict": 2}
+    letters = {d.topic: d for d in sqlite_store.dead_letters()}
+    assert set(letters) == {
+        detections_topic("site-a", "dev-1"),
+        detections_topic("site-a", "dev-2"),
+    }
+    assert json.loads(letters[detections_topic("site-a", "dev-2")].payload)["device_id"] == "dev-2"

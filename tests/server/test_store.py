@@ -83,6 +83,12 @@ def test_round_trip_keeps_every_field(store):
     assert store.detection("00000000-0000-4000-8000-000000000000") is None
 
 
+def test_detections_by_id_returns_the_stored_rows_as_sent(store):
+    rows = _fill(store, n=7)
+    found = store.detections_by_id([rows[2].id, rows[5].id, rows[2].id, "no-such-id"])
+    assert {k: v.detection for k, v in found.items()} == {r.id: r for r in (rows[2], rows[5])}
+
+
 def test_keyset_pages_cover_every_row_once_newest_first(store):
     rows = _fill(store, n=40)
     seen = _all_pages(store, DetectionFilter())
