@@ -84,7 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server_sync.auth import load_or_create_secret
     from server_sync.clips import ClipStore
     from server_sync.species import SpeciesCatalogue
-    from server_sync.web.app import create_app
+    from server_sync.web.app import create_app, uvicorn_options
 
     settings = _settings(args)
     store = _store(settings)
@@ -98,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     log.info("review app on http://%s:%s", settings.web.host, settings.web.port)
     try:
-        uvicorn.run(app, host=settings.web.host, port=settings.web.port, log_level="info")
+        uvicorn.run(app, log_level="info", **uvicorn_options(settings.web))
     finally:
         store.close()
     return 0

@@ -66,6 +66,11 @@ class WebSettings(_Settings):
     species: Path | None = Field(None, description="species.npz bank or taxa.csv")
     secure_cookies: bool = Field(False, description="set when served over HTTPS")
     session_hours: float = Field(12.0, gt=0)
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses of reverse proxies whose X-Forwarded-For is believed; with none, "
+        "the client is the TCP peer (the login throttle counts by it)",
+    )
 
 
 class ServerSettings(_Settings):

@@ -128,6 +128,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        2,
+        "status clocks ahead of the server's",
+        """
+        ALTER TABLE devices ADD COLUMN clock_ahead_s {float};
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

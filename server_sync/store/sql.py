@@ -37,6 +37,7 @@ from server_sync.records import (
     StoredDetection,
     User,
     Verdict,
+    capped_to_clock,
 )
 from server_sync.store.base import StoreError
 from server_sync.store.migrations import LATEST_VERSION, MIGRATIONS, statements
@@ -84,6 +85,7 @@ DEVICE_COLUMNS = (
     "backend",
     "software_version",
     "last_detection_utc",
+    "clock_ahead_s",
 )
 CLIP_COLUMNS = ("clip_id", "device_id", "site_id", "path", "size_bytes", "sha256", "received_utc")
 _REVIEWED_STATES = {
@@ -280,7 +282,12 @@ class SqlStore(ABC):
         )
 
     def _device_status(self, s: Session, st: DeviceStatus, when: datetime) -> None:
-        """Keep the newest status by the device's own clock: a late, older one changes nothing."""
+        """Keep the newest status by the device's own clock: a late, older one changes nothing.
+
+        A time ahead of the server's is capped to the server's and the lead recorded: one status
+        from a clock reading 2099 would otherwise outrank every later status, for good.
+        """
+        st, clock_ahead_s = capped_to_clock(st, when)
         t = self.dialect.time_param
         values = (
             st.device_id,
@@ -296,6 +303,7 @@ class SqlStore(ABC):
             st.backend,
             st.software_version,
             t(st.last_detection_utc),
+            clock_ahead_s,
         )
         updates = ", ".join(f"{c} = excluded.{c}" for c in DEVICE_COLUMNS[1:])
         s.run(

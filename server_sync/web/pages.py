@@ -27,7 +27,7 @@ from server_sync.web.security import (
     session_of,
     start_session,
 )
-from server_sync.web.views import device_state, species_rows
+from server_sync.web.views import clock_note, device_state, species_rows
 
 MAX_NOTE = 2000
 PAGE_SIZE = 50
@@ -303,7 +303,7 @@ def species_page(request: Request, ctx: Ctx, user: CurrentUser, species_id: str)
 
 @router.get("/fleet")
 def fleet(request: Request, ctx: Ctx, user: CurrentUser):
-    devices = [(d, device_state(d)) for d in ctx.store.devices()]
+    devices = [(d, device_state(d), clock_note(d)) for d in ctx.store.devices()]
     return render(request, "fleet.html", user=user, devices=devices)
 
 

@@ -212,6 +212,19 @@ def test_device_status_keeps_the_newest_report(store):
     assert device.last_seen_utc == now + timedelta(seconds=30)
 
 
+def test_a_status_from_the_future_is_capped_to_the_servers_clock_and_flagged(store):
+    """A clock reading 2099 used to freeze the fleet entry: no later status could outrank it."""
+    now = utc_now()
+    future = status(online=True, queue_depth=1, sent_utc=T0.replace(year=2099))
+    store.ingest(IngestUnit(statuses=[(future, now)]))
+    (device,) = store.devices()
+    assert device.status_sent_utc == now and device.clock_ahead_s > 70 * 365 * 86400
+    later = status(online=False, queue_depth=2, sent_utc=now + timedelta(seconds=5))
+    store.ingest(IngestUnit(statuses=[(later, now + timedelta(seconds=6))]))
+    (device,) = store.devices()
+    assert (device.online, device.queue_depth, device.clock_ahead_s) == (False, 2, 0.0)
+
+
 def test_dead_letters_count_repeats_per_reason(store):
     letter = DeadLetter("biovita/v1/s/d/detections", "not_json", "bad", b"{nope", 5)
     store.ingest(IngestUnit(dead_letters=[letter, letter]))

@@ -6,6 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import tomllib
 
 from biovita.detection import clip_topic, detections_topic, encode, status_topic, utc_now
 from biovita.errors import ConfigError
@@ -47,6 +48,16 @@ def test_ties_are_not_split():
 def test_thresholds_toml_quotes_keys():
     s = suggest_threshold('odd "id"', _scores([(0.9, True)] * 5))
     assert thresholds_toml([s]) == '[classify.species_thresholds]\n"odd \\"id\\"" = 0.9000\n'
+
+
+@pytest.mark.parametrize(
+    "species_id",
+    ["\U0001f989 owl", "sp_\U00020000", "del\x7fchar", 'quote " and \\', "line\nbreak", "\ud800"],
+)
+def test_thresholds_toml_is_valid_toml_for_any_species_id(species_id):
+    toml = thresholds_toml([suggest_threshold(species_id, _scores([(0.9, True)] * 5))])
+    (key,) = tomllib.loads(toml)["classify"]["species_thresholds"]
+    assert key == species_id.replace("\ud800", "\ufffd")
 
 
 def test_passwords_and_sessions():

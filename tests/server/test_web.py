@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+from datetime import datetime, timezone
 
+import httpx
 import pytest
 import tomllib
 from fastapi.testclient import TestClient
 
-from biovita.detection import detections_topic
+from biovita.detection import detections_topic, utc_now
+from server_sync.config import WebSettings
 from server_sync.records import DeadLetter, IngestUnit, Verdict
-from server_sync.web.app import create_app
+from server_sync.web.app import create_app, uvicorn_options
 from server_sync.web.security import COOKIE
+from tests.server.factories import status
+from tests.server.live import LiveServer
 from tests.server.seed import PASSWORDS, seed
 
 
@@ -245,3 +252,58 @@ def test_security_headers(app):
     assert response.headers["x-frame-options"] == "DENY"
     cookie = response.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["0001-01-01T00:00+01:00", "9999-12-31T23:59-01:00", "2024-13-01T00:00", "10000-01-01"],
+)
+@pytest.mark.parametrize("field", ["from", "to"])
+def test_bad_or_out_of_range_filter_dates_are_a_400_that_names_the_field(app, field, when):
+    ann = login(app)
+    for path in ("/detections", "/api/detections"):
+        response = ann.get(path, params={field: when})
+        assert response.status_code == 400, (path, response.text[:300])
+        assert field in response.text
+
+
+def test_a_cursor_out_of_range_is_a_400(app):
+    raw = json.dumps(["0001-01-01T00:00:00+01:00", "x"]).encode()
+    token = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    assert login(app).get("/api/detections", params={"after": token}).status_code == 400
+
+
+def test_the_fleet_flags_a_device_whose_clock_ran_ahead(app, sqlite_store):
+    now = utc_now()
+    ahead = status("dev-9", sent_utc=datetime(2099, 1, 1, tzinfo=timezone.utc))
+    sqlite_store.ingest(IngestUnit(statuses=[(ahead, now)]))
+    ann = login(app)
+    row = next(d for d in ann.get("/api/fleet").json()["devices"] if d["device_id"] == "dev-9")
+    assert row["clock_note"].startswith("clock ") and row["clock_note"].endswith("days ahead")
+    assert row["status_sent_utc"] == now.isoformat()
+    assert "days ahead" in ann.get("/fleet").text
+
+
+@pytest.mark.parametrize(
+    ("trusted", "limited"), [([], True), (["127.0.0.1"], False)], ids=["no-proxy", "proxy"]
+)
+def test_the_login_throttle_counts_the_tcp_peer_unless_a_proxy_is_configured(
+    sqlite_store, world, tmp_path, trusted, limited
+):
+    """uvicorn believes X-Forwarded-For from 127.0.0.1 by default: a client on the host could
+    rotate it past the throttle. Only a configured proxy's header is believed now."""
+    settings = WebSettings(trusted_proxies=trusted)
+    app = create_app(sqlite_store, world.clips, world.catalogue, b"k" * 32, settings, tmp_path)
+    with LiveServer(app, uvicorn_options(settings)) as live, httpx.Client(base_url=live.url) as c:
+        codes = []
+        for n in range(8):
+            form = c.get("/login")
+            codes.append(
+                c.post(
+                    "/login",
+                    data={"username": "ann", "password": "wrong", "csrf_token": _csrf(form.text)},
+                    headers={"X-Forwarded-For": f"203.0.113.{n}"},
+                ).status_code
+            )
+    assert (429 in codes) == limited, codes
+    assert codes[:5] == [400] * 5
