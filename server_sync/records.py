@@ -198,6 +198,7 @@ class User:
     password_hash: str
     role: Role
     created_utc: datetime
+    generation: str = ""  # drawn anew by every reset; a session of another generation is over
 
 
 @dataclass(frozen=True)

@@ -130,9 +130,20 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         2,
-        "status clocks ahead of the server's",
+        "status clocks ahead of the server's; sessions kept server-side",
         """
         ALTER TABLE devices ADD COLUMN clock_ahead_s {float};
+
+        ALTER TABLE users ADD COLUMN generation TEXT NOT NULL DEFAULT '';
+        CREATE TABLE sessions (
+            session_key TEXT PRIMARY KEY,
+            username TEXT NOT NULL,
+            generation TEXT NOT NULL,
+            created_utc {time} NOT NULL,
+            expires_utc {time} NOT NULL
+        );
+        CREATE INDEX sessions_by_user ON sessions (username);
+        CREATE INDEX sessions_by_expiry ON sessions (expires_utc);
         """,
     ),
 )

@@ -32,7 +32,6 @@ from server_sync.records import (
     ReviewedScore,
     ReviewError,
     ReviewFilter,
-    Role,
     SpeciesSummary,
     StoredDetection,
     User,
@@ -41,6 +40,7 @@ from server_sync.records import (
 )
 from server_sync.store.base import StoreError
 from server_sync.store.migrations import LATEST_VERSION, MIGRATIONS, statements
+from server_sync.store.sessions import SessionQueries, new_generation
 
 _ALTERNATIVES = TypeAdapter(list[Alternative])
 DEAD_LETTER_KEEP_BYTES = 64 << 10  # enough to read what went wrong; the size is kept in full
@@ -130,7 +130,7 @@ class _Query:
     params: list[Any]
 
 
-class SqlStore(ABC):
+class SqlStore(SessionQueries, ABC):
     """The store's behaviour; subclasses provide connections and a dialect."""
 
     dialect: Dialect
@@ -610,24 +610,28 @@ class SqlStore(ABC):
     # ------------------------------------------------------------------------------ users
 
     def put_user(self, user: User) -> None:
-        """Create the user, or reset its password and role."""
+        """Create the user, or reset its password and role: either way its sessions end."""
         with self.transaction(write=True) as s:
             s.run(
-                "INSERT INTO users (username, password_hash, role, created_utc) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (username) DO UPDATE SET "
-                "password_hash = excluded.password_hash, role = excluded.role",
+                "INSERT INTO users (username, password_hash, role, created_utc, generation) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (username) DO UPDATE SET "
+                "password_hash = excluded.password_hash, role = excluded.role, "
+                "generation = excluded.generation",
                 (
                     user.username,
                     user.password_hash,
                     user.role.value,
                     self.dialect.time_param(user.created_utc),
+                    new_generation(),
                 ),
             )
+            self._end_sessions_of(s, user.username)
 
     def user(self, username: str) -> User | None:
         with self.transaction() as s:
             rows = s.rows(
-                "SELECT username, password_hash, role, created_utc FROM users WHERE username = ?",
+                "SELECT username, password_hash, role, created_utc, generation FROM users "
+                "WHERE username = ?",
                 (username,),
             )
         return self._user(rows[0]) if rows else None
@@ -635,23 +639,21 @@ class SqlStore(ABC):
     def users(self) -> list[User]:
         with self.transaction() as s:
             rows = s.rows(
-                "SELECT username, password_hash, role, created_utc FROM users ORDER BY username"
+                "SELECT username, password_hash, role, created_utc, generation FROM users "
+                "ORDER BY username"
             )
         return [self._user(row) for row in rows]
 
     def delete_user(self, username: str) -> bool:
         """Remove the user (their reviews stay, signed with the name); False if there was none.
 
-        The web app re-reads the user on every request, so a removed user's session ends at once.
+        Their sessions go with them, so they end at once (and a name added again starts afresh).
         """
         with self.transaction(write=True) as s:
             found = s.rows("SELECT 1 FROM users WHERE username = ?", (username,))
             s.run("DELETE FROM users WHERE username = ?", (username,))
+            self._end_sessions_of(s, username)
         return bool(found)
-
-    def _user(self, row: tuple) -> User:
-        name, password_hash, role, created = row
-        return User(name, password_hash, Role(role), self.dialect.time_value(created))
 
     # ------------------------------------------------------------------------ export, stats
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
@@ -102,14 +103,19 @@ def login(
             error="Wrong user name or password.",
         )
     ctx.logins.succeeded(address, username)
-    lifetime = ctx.settings.session_hours * 3600
-    start_session(request, Session.for_user(user.username, user.role.value, lifetime))
+    session = Session.for_user(user.username, user.role.value, ctx.settings.session_hours * 3600)
+    ctx.store.start_session(
+        session.session_id, user, datetime.fromtimestamp(session.expires, timezone.utc)
+    )
+    start_session(request, session)
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
 @router.post("/logout")
-def logout(request: Request, csrf_token: Annotated[str, Form()] = ""):
+def logout(request: Request, ctx: Ctx, csrf_token: Annotated[str, Form()] = ""):
     check_csrf(request, csrf_token)
+    if session_of(request).session_id:
+        ctx.store.end_session(session_of(request).session_id)
     start_session(request, Session.anonymous())
     return RedirectResponse("/login", status_code=303)
 

@@ -19,7 +19,9 @@ from server_sync.records import (
     Verdict,
 )
 from server_sync.store import StoreError, open_store
-from server_sync.store.migrations import LATEST_VERSION
+from server_sync.store.migrations import LATEST_VERSION, MIGRATIONS, statements
+from server_sync.store.postgres import PostgresStore
+from server_sync.store.sqlite import SqliteStore
 from tests.server.factories import T0, detection, status
 
 
@@ -279,3 +281,62 @@ def test_clips_users_export_and_stats(store):
     assert stats["species"] == len(
         {d.species_id for d in [with_clip, relabelled, no_clip, rejected]}
     )
+
+
+def _user(name="ann", role=Role.REVIEWER, password_hash="h1"):
+    return User(name, password_hash, role, utc_now())
+
+
+def test_sessions_end_with_a_reset_a_role_change_a_removal_and_never_pass_to_a_new_user(store):
+    later = utc_now() + timedelta(hours=1)
+    store.put_user(_user())
+    store.start_session("s-1", store.user("ann"), later)
+    assert store.session_user("s-1").username == "ann"
+    store.put_user(_user(password_hash="h2"))  # a password reset
+    assert store.session_user("s-1") is None and store.session_count("ann") == 0
+    store.start_session("s-2", store.user("ann"), later)
+    store.put_user(_user(role=Role.ADMIN, password_hash="h2"))  # a role change
+    assert store.session_user("s-2") is None
+    store.start_session("s-3", store.user("ann"), later)
+    stale = store.user("ann")
+    assert store.delete_user("ann") and store.session_user("s-3") is None
+    store.put_user(_user())  # the same name, added again
+    assert store.session_user("s-3") is None
+    store.start_session("s-4", stale, later)  # a login that read the user before the reset
+    assert store.session_user("s-4") is None
+    store.start_session("s-5", store.user("ann"), later)
+    store.start_session("s-6", store.user("ann"), utc_now() - timedelta(seconds=1))
+    assert store.session_user("s-5").username == "ann" and store.session_user("s-6") is None
+    store.end_session("s-5")  # a logout
+    assert store.session_user("s-5") is None
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_version_1_database_migrates_and_keeps_its_users_and_devices(request, tmp_path, backend):
+    if backend == "sqlite":
+        store = SqliteStore(tmp_path / "v1.db")
+    else:
+        store = PostgresStore(request.getfixturevalue("postgres_url"))
+    v1 = MIGRATIONS[0]
+    with store.transaction(write=True) as s:  # a database as a version-1 server left it
+        s.run(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+            "applied_utc TEXT NOT NULL)"
+        )
+        for statement in statements(v1.ddl, store.dialect.types):
+            s.run(statement)
+        s.run("INSERT INTO schema_migrations VALUES (1, ?, ?)", (v1.name, "2026-01-01"))
+        s.run(
+            "INSERT INTO users (username, password_hash, role, created_utc) VALUES (?, ?, ?, ?)",
+            ("ann", "h1", "admin", store.dialect.time_param(utc_now())),
+        )
+        s.run("INSERT INTO devices (device_id, site_id) VALUES ('dev-1', 'site-a')")
+    try:
+        assert store.migrate() == LATEST_VERSION
+        assert store.user("ann").role == Role.ADMIN and store.devices()[0].clock_ahead_s is None
+        store.start_session("s-1", store.user("ann"), utc_now() + timedelta(hours=1))
+        assert store.session_user("s-1").username == "ann"
+    finally:
+        store.close()

@@ -13,8 +13,9 @@ import tomllib
 from fastapi.testclient import TestClient
 
 from biovita.detection import detections_topic, utc_now
+from server_sync.auth import hash_password
 from server_sync.config import WebSettings
-from server_sync.records import DeadLetter, IngestUnit, Verdict
+from server_sync.records import DeadLetter, IngestUnit, Role, User, Verdict
 from server_sync.web.app import create_app, uvicorn_options
 from server_sync.web.security import COOKIE
 from tests.server.factories import status
@@ -307,3 +308,44 @@ def test_the_login_throttle_counts_the_tcp_peer_unless_a_proxy_is_configured(
             )
     assert (429 in codes) == limited, codes
     assert codes[:5] == [400] * 5
+
+
+def _logout(client: TestClient) -> None:
+    token = _csrf(client.get("/detections").text)
+    assert (
+        client.post("/logout", data={"csrf_token": token}, follow_redirects=False).status_code
+        == 303
+    )
+
+
+def _replay(app, cookie: str) -> int:
+    """A client that kept an old cookie (copied, stolen, or a second browser tab)."""
+    other = TestClient(app)
+    other.cookies.set(COOKIE, cookie)
+    return other.get("/api/stats").status_code
+
+
+def test_logout_ends_the_session_on_the_server_not_just_in_the_browser(app):
+    client = login(app)
+    cookie = client.cookies[COOKIE]
+    assert _replay(app, cookie) == 200
+    _logout(client)
+    assert _replay(app, cookie) == 401
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda store: store.put_user(User("ann", hash_password("a-new-password"), Role.REVIEWER, utc_now())),
+        lambda store: store.put_user(User("ann", store.user("ann").password_hash, Role.ADMIN, utc_now())),
+        lambda store: store.delete_user("ann"),
+        lambda store: (store.delete_user("ann"), store.put_user(User("ann", hash_password(PASSWORDS["ann"]), Role.ADMIN, utc_now()))),
+    ],
+    ids=["password-reset", "role-change", "removal", "removed-and-added-again"],
+)  # fmt: skip
+def test_a_reset_role_change_or_removal_ends_every_session_of_that_user(app, sqlite_store, change):
+    ann, again = login(app), login(app)
+    cookies = [ann.cookies[COOKIE], again.cookies[COOKIE]]
+    change(sqlite_store)
+    assert [_replay(app, c) for c in cookies] == [401, 401]
+    assert ann.get("/detections", follow_redirects=False).status_code == 303  # to the login
