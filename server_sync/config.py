@@ -60,6 +60,16 @@ class IngestSettings(_Settings):
     )
 
 
+class LimitSettings(_Settings):
+    """Bounds that keep one device (or one hostile message) from costing the server much."""
+
+    max_clip_seconds: float = Field(
+        120.0, gt=0, description="decoded clip length; the device cuts clips at 30 s"
+    )
+    max_clip_rate_hz: int = Field(96_000, gt=0, description="clip sample rate")
+    max_clip_channels: int = Field(2, gt=0, description="clip channels (the device records one)")
+
+
 class WebSettings(_Settings):
     host: str = "127.0.0.1"
     port: int = Field(8080, gt=0, lt=65536)
@@ -80,6 +90,7 @@ class ServerSettings(_Settings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @property
     def db_url(self) -> str:

@@ -45,7 +45,7 @@ from biovita.detection import (
 )
 from biovita.errors import BiovitaError
 from server_sync.clips import ClipStore
-from server_sync.config import IngestSettings, MqttSettings
+from server_sync.config import IngestSettings, LimitSettings, MqttSettings
 from server_sync.intake import (
     ClipIn,
     DetectionsIn,
@@ -80,9 +80,17 @@ class Incoming:
 
     @classmethod
     def parse(
-        cls, topic: str, payload: bytes, mid: int, qos: int, session: int, received: datetime
+        cls,
+        topic: str,
+        payload: bytes,
+        mid: int,
+        qos: int,
+        session: int,
+        received: datetime,
+        limits: LimitSettings,
     ) -> Incoming:
-        return cls(topic, payload, mid, qos, session, received, classify(topic, payload, received))
+        intake = classify(topic, payload, received, limits)
+        return cls(topic, payload, mid, qos, session, received, intake)
 
 
 @dataclass
@@ -253,7 +261,13 @@ class IngestWorker:
         received = utc_now()
         try:
             incoming = Incoming.parse(
-                msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._session, received
+                msg.topic,
+                bytes(msg.payload),
+                msg.mid,
+                msg.qos,
+                self._session,
+                received,
+                self.clips.limits,
             )
         except Exception as err:  # noqa: BLE001 (an exception here would kill the thread)
             topic = msg._topic.decode("utf-8", "replace")

@@ -22,10 +22,13 @@ from biovita.detection import (
     parse_topic,
 )
 from biovita.errors import WireFormatError
+from server_sync.clip_bounds import measure_clip
 from server_sync.clips import FLAC_MAGIC
+from server_sync.config import LimitSettings
 from server_sync.records import DeadLetter
 
 log = logging.getLogger(__name__)
+DEFAULT_LIMITS = LimitSettings()
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,11 @@ class Ignored:
 Intake = DetectionsIn | ClipIn | StatusIn | DeadLetter | Ignored
 
 
-def classify(topic: str, payload: bytes, received: datetime) -> Intake:
+def classify(
+    topic: str, payload: bytes, received: datetime, limits: LimitSettings = DEFAULT_LIMITS
+) -> Intake:
     try:
-        return _classify(topic, payload)
+        return _classify(topic, payload, limits)
     except WireFormatError as err:
         return dead_letter(topic, payload, received, err.reason, err.describe())
     except Exception as err:  # noqa: BLE001 (no message may raise out of here; see the docstring)
@@ -77,7 +82,7 @@ def dead_letter(
     )
 
 
-def _classify(topic: str, payload: bytes) -> Intake:
+def _classify(topic: str, payload: bytes, limits: LimitSettings) -> Intake:
     parts = parse_topic(topic)
     if parts.kind == "detections":
         batch = decode(payload, DetectionBatch)
@@ -86,7 +91,7 @@ def _classify(topic: str, payload: bytes) -> Intake:
             _check_origin(parts, d.site_id, d.device_id)
         return DetectionsIn(parts, batch)
     if parts.kind == "clips":
-        return _clip(parts, payload)
+        return _clip(parts, payload, limits)
     if parts.kind == "status":
         if not payload:  # a cleared retained status, e.g. a decommissioned device
             return Ignored("empty status")
@@ -107,7 +112,7 @@ def _check_origin(parts: TopicParts, site_id: str, device_id: str) -> None:
         )
 
 
-def _clip(parts: TopicParts, payload: bytes) -> ClipIn:
+def _clip(parts: TopicParts, payload: bytes, limits: LimitSettings) -> ClipIn:
     clip_id = parts.clip_id or ""
     try:
         clip_topic(parts.site_id, parts.device_id, clip_id)  # validates the id's characters
@@ -125,4 +130,5 @@ def _clip(parts: TopicParts, payload: bytes) -> ClipIn:
             hint="clips travel as raw FLAC bytes",
             reason="not_flac",
         )
+    measure_clip(payload, limits)  # decodes at most max_clip_seconds (plus a block)
     return ClipIn(parts, clip_id, payload)

@@ -16,6 +16,7 @@ from markupsafe import Markup
 from biovita.errors import BiovitaError
 from server_sync.auth import DUMMY_HASH, Session, verify_password
 from server_sync.charts import daily_counts_svg
+from server_sync.clip_bounds import measure_clip
 from server_sync.records import DetectionFilter, ReviewError, ReviewFilter, User, Verdict
 from server_sync.spectrogram import spectrogram_png
 from server_sync.thresholds import suggest_threshold, thresholds_toml
@@ -232,6 +233,10 @@ def clip_file(ctx: Ctx, user: CurrentUser, clip_id: str):
     path = ctx.clips.resolve(clip.path)
     if not path.is_file():
         raise HTTPException(410, "the clip file is gone from the clip store")
+    try:  # the browser would decode it all: a long one costs the reviewer's machine, too
+        measure_clip(path, ctx.clips.limits)
+    except BiovitaError as err:
+        raise HTTPException(422, f"cannot play this clip: {err}") from None
     return FileResponse(
         path,
         media_type="audio/flac",
@@ -248,7 +253,7 @@ def spectrogram(ctx: Ctx, user: CurrentUser, clip_id: str):
     cached = ctx.cache_dir / "spectrograms" / f"{clip.sha256}.png"
     if not cached.exists():
         try:
-            png = spectrogram_png(ctx.clips.resolve(clip.path))
+            png = spectrogram_png(ctx.clips.resolve(clip.path), ctx.clips.limits)
         except BiovitaError as err:
             raise HTTPException(422, f"cannot draw this clip: {err}") from None
         cached.parent.mkdir(parents=True, exist_ok=True)

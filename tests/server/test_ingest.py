@@ -21,6 +21,7 @@ from server_sync.records import DetectionFilter
 from server_sync.store import StoreError
 from tests.server.devices import DeviceLink
 from tests.server.factories import batch, detection, status
+from tests.server.seed import silent_flac
 
 pytestmark = pytest.mark.mqtt
 
@@ -383,3 +384,15 @@ def test_a_reused_id_with_other_content_is_a_conflict_and_the_first_row_stays(
         detections_topic("site-a", "dev-2"),
     }
     assert json.loads(letters[detections_topic("site-a", "dev-2")].payload)["device_id"] == "dev-2"
+
+
+def test_a_clip_that_decodes_too_long_is_a_dead_letter_and_not_acked(
+    run_ingest, device_links, sqlite_store
+):
+    run_ingest()
+    link = device_links("dev-1")
+    link.publish_clip("clip-long", silent_flac(30 * 60))  # 89 KB, 30 minutes
+    link.publish_clip("clip-ok", _flac())
+    link.wait_for(lambda lk: "clip-ok" in lk.acked_clips())
+    assert "clip-long" not in link.acked_clips() and sqlite_store.clip("clip-long") is None
+    assert sqlite_store.dead_letter_counts() == {"clip_too_long": 1}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import tracemalloc
 from datetime import datetime, timezone
 
 import httpx
@@ -15,12 +16,12 @@ from fastapi.testclient import TestClient
 from biovita.detection import detections_topic, utc_now
 from server_sync.auth import hash_password
 from server_sync.config import WebSettings
-from server_sync.records import DeadLetter, IngestUnit, Role, User, Verdict
+from server_sync.records import Clip, DeadLetter, IngestUnit, Role, User, Verdict
 from server_sync.web.app import create_app, uvicorn_options
 from server_sync.web.security import COOKIE
 from tests.server.factories import status
 from tests.server.live import LiveServer
-from tests.server.seed import PASSWORDS, seed
+from tests.server.seed import PASSWORDS, seed, silent_flac
 
 
 @pytest.fixture
@@ -226,6 +227,27 @@ def test_clip_and_spectrogram_are_served(app, world):
     png = client.get(f"/clips/{clip_id}/spectrogram.png")
     assert png.headers["content-type"] == "image/png" and png.content.startswith(b"\x89PNG")
     assert client.get("/clips/nope").status_code == 404
+
+
+def test_a_clip_that_decodes_too_long_is_refused_before_it_is_decoded(app, world, sqlite_store):
+    """A clip stored before the bound (or under a looser one): the spectrogram once decoded all
+    30 minutes of it (1 GB in the review app); now both routes refuse it from its header."""
+    relative = world.clips.relative_path("clip-long", "dev-1", utc_now())
+    sha = world.clips.write(relative, silent_flac(30 * 60))
+    sqlite_store.ingest(
+        IngestUnit(clips=[Clip("clip-long", "dev-1", "site-a", relative, 1, sha, utc_now())])
+    )
+    client = login(app)
+    tracemalloc.start()
+    try:
+        picture = client.get("/clips/clip-long/spectrogram.png")
+        audio = client.get("/clips/clip-long")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert picture.status_code == 422 and "longer than the 120 s limit" in picture.text
+    assert audio.status_code == 422 and "cannot play this clip" in audio.text
+    assert peak < 32 << 20, f"{peak / 1e6:.0f} MB allocated to refuse it"
 
 
 def test_fleet_stats_and_admin_only_dead_letters(app, sqlite_store):
