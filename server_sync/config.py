@@ -68,6 +68,18 @@ class LimitSettings(_Settings):
     )
     max_clip_rate_hz: int = Field(96_000, gt=0, description="clip sample rate")
     max_clip_channels: int = Field(2, gt=0, description="clip channels (the device records one)")
+    clip_bytes_per_device_day: int = Field(
+        1 << 30, gt=0, description="clip bytes stored per device per UTC day; beyond, not acked"
+    )
+    dead_letters_per_device_reason: int = Field(
+        100,
+        gt=0,
+        description="distinct dead letters kept (with payload) per device and reason; beyond, "
+        "only counted",
+    )
+    messages_per_device_minute: int = Field(
+        1200, gt=0, description="messages taken per device per minute (a minute's burst)"
+    )
 
 
 class WebSettings(_Settings):

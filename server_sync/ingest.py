@@ -28,7 +28,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timezone
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -45,7 +45,7 @@ from biovita.detection import (
 )
 from biovita.errors import BiovitaError
 from server_sync.clips import ClipStore
-from server_sync.config import IngestSettings, LimitSettings, MqttSettings
+from server_sync.config import IngestSettings, MqttSettings
 from server_sync.intake import (
     ClipIn,
     DetectionsIn,
@@ -56,7 +56,8 @@ from server_sync.intake import (
     dead_letter,
 )
 from server_sync.mqtt import connect_properties, make_client
-from server_sync.records import Clip, DeadLetter, IngestUnit
+from server_sync.rate import DeviceRateLimiter
+from server_sync.records import Clip, DeadLetter, IngestUnit, device_key
 from server_sync.store import Store
 
 log = logging.getLogger(__name__)
@@ -77,20 +78,6 @@ class Incoming:
     session: int  # which connection delivered it: a PUBACK is only valid on that one
     received: datetime
     intake: Intake
-
-    @classmethod
-    def parse(
-        cls,
-        topic: str,
-        payload: bytes,
-        mid: int,
-        qos: int,
-        session: int,
-        received: datetime,
-        limits: LimitSettings,
-    ) -> Incoming:
-        intake = classify(topic, payload, received, limits)
-        return cls(topic, payload, mid, qos, session, received, intake)
 
 
 @dataclass
@@ -130,6 +117,7 @@ class IngestWorker:
         self._session = 0
         self._network: threading.Thread | None = None
         self._unsent: list[mqtt.MQTTMessageInfo] = []  # the last commit's acks, until sent
+        self._rate = DeviceRateLimiter(self.clips.limits.messages_per_device_minute)
         self._client = make_client(mqtt_settings, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -259,24 +247,26 @@ class IngestWorker:
         # fsync (which releases the GIL) instead of queueing behind it. classify never raises;
         # the guard is for what surrounds it (a topic that is not UTF-8 raises in paho's getter).
         received = utc_now()
+        payload = bytes(msg.payload)
         try:
-            incoming = Incoming.parse(
-                msg.topic,
-                bytes(msg.payload),
-                msg.mid,
-                msg.qos,
-                self._session,
-                received,
-                self.clips.limits,
-            )
+            topic = msg.topic
+            if self._rate.allow(device_key(topic)):
+                intake = classify(topic, payload, received, self.clips.limits)
+            else:
+                intake = dead_letter(
+                    topic,
+                    payload,
+                    received,
+                    "rate_limited",
+                    f"{device_key(topic)} sent more than {self._rate.capacity:.0f} messages "
+                    "a minute; this one was not stored nor acked (the device re-sends it)",
+                )
         except Exception as err:  # noqa: BLE001 (an exception here would kill the thread)
             topic = msg._topic.decode("utf-8", "replace")
-            letter = dead_letter(
-                topic, bytes(msg.payload), received, "unexpected", f"{type(err).__name__}: {err}"
+            intake = dead_letter(
+                topic, payload, received, "unexpected", f"{type(err).__name__}: {err}"
             )
-            incoming = Incoming(
-                topic, letter.payload, msg.mid, msg.qos, self._session, received, letter
-            )
+        incoming = Incoming(topic, payload, msg.mid, msg.qos, self._session, received, intake)
         self._inbox.put(incoming)
 
     # ----------------------------------------------------------------------- the flush
@@ -308,7 +298,7 @@ class IngestWorker:
     def flush(self, messages: list[Incoming]) -> list[Ack]:
         """Commit ``messages``, then ack them (application acks, then PUBACKs)."""
         unit, outgoing = self._prepare(messages)
-        self.store.ingest(unit)
+        self.store.ingest(unit, self.clips.limits)
         self._unsent = [self._client.publish(out.topic, encode(out.ack), qos=1) for out in outgoing]
         for m in messages:
             if m.qos > 0 and m.session == self._session:
@@ -341,6 +331,7 @@ class IngestWorker:
             ).items()
         }
         unit = IngestUnit()
+        quota = _ClipQuota(self.store, self.clips.limits.clip_bytes_per_device_day)
         outgoing: list[_Outgoing] = []
         clip_acks: dict[tuple[str, str], list[str]] = defaultdict(list)
         for m, intake in intakes:
@@ -361,6 +352,12 @@ class IngestWorker:
             elif isinstance(intake, ClipIn):
                 where = intake.topic
                 if intake.clip_id not in known:
+                    over = quota.over(m.topic, len(intake.payload), m.received)
+                    if over:
+                        unit.dead_letters.append(
+                            dead_letter(m.topic, intake.payload, m.received, "clip_quota", over)
+                        )
+                        continue  # not acked: the device keeps it and re-sends it later
                     known[intake.clip_id] = self._write_clip(intake, m.received)
                     unit.clips.append(known[intake.clip_id])
                 unit.seen.append((where.site_id, where.device_id, m.received))
@@ -404,3 +401,27 @@ def _conflict(m: Incoming, d: Detection) -> DeadLetter:
         "  hint: ids are made once per event on the device; a device that reuses them (a "
         "restored image, a copied data folder) needs a fresh database",
     )
+
+
+class _ClipQuota:
+    """Clip bytes per device per UTC day, over what is stored and what this flush adds."""
+
+    def __init__(self, store: Store, per_day: int) -> None:
+        self.store, self.per_day = store, per_day
+        self._used: dict[tuple[str, date], int] = {}
+
+    def over(self, topic: str, size: int, received: datetime) -> str:
+        """Count ``size`` bytes if they fit; else say why not (and count nothing)."""
+        key = (device_key(topic), received.date())
+        if key not in self._used:
+            midnight = datetime.combine(key[1], datetime.min.time(), tzinfo=timezone.utc)
+            self._used[key] = self.store.clip_bytes_since(key[0], midnight)
+        used = self._used[key]
+        if used + size > self.per_day:
+            return (
+                f"{key[0]} has stored {used} clip bytes today (UTC); this clip of {size} bytes "
+                f"would pass the {self.per_day}-byte daily limit ([limits] "
+                "clip_bytes_per_device_day); not stored nor acked, the device re-sends it"
+            )
+        self._used[key] = used + size
+        return ""

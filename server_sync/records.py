@@ -153,12 +153,18 @@ def capped_to_clock(status: DeviceStatus, now: datetime) -> tuple[DeviceStatus, 
     return status.model_copy(update=capped), ahead_s
 
 
+def device_key(topic: str) -> str:
+    """``site/device`` of a biovita topic, the unit the per-device bounds count by (for a foreign
+    topic, its second and third levels: a broker's ACL keeps devices out of those anyway)."""
+    return "/".join(topic.split("/")[2:4])
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     topic: str
     reason: str
     error: str
-    payload: bytes  # the first DEAD_LETTER_KEEP_BYTES bytes
+    payload: bytes  # the first DEAD_LETTER_KEEP_BYTES bytes (store/bounds.py)
     payload_bytes: int  # the full size
     count: int = 1
     first_utc: datetime | None = None

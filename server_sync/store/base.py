@@ -12,6 +12,7 @@ from typing import Protocol
 
 from biovita.detection import Detection
 from biovita.errors import BiovitaError
+from server_sync.config import LimitSettings
 from server_sync.records import (
     Clip,
     Cursor,
@@ -50,7 +51,9 @@ class Store(Protocol):
     def close(self) -> None: ...
 
     # ingest
-    def ingest(self, unit: IngestUnit) -> None: ...
+    def ingest(self, unit: IngestUnit, limits: LimitSettings | None = None) -> None: ...
+
+    def clip_bytes_since(self, device_key_: str, since: datetime) -> int: ...
 
     def clips_by_id(self, clip_ids: Sequence[str]) -> dict[str, Clip]: ...
 

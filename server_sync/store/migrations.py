@@ -130,7 +130,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         2,
-        "status clocks ahead of the server's; sessions kept server-side",
+        "status clocks ahead of the server's; sessions kept server-side; per-device bounds",
         """
         ALTER TABLE devices ADD COLUMN clock_ahead_s {float};
 
@@ -144,6 +144,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         CREATE INDEX sessions_by_user ON sessions (username);
         CREATE INDEX sessions_by_expiry ON sessions (expires_utc);
+
+        ALTER TABLE dead_letters ADD COLUMN device_id TEXT NOT NULL DEFAULT '';
+        CREATE INDEX dead_letters_by_device ON dead_letters (device_id, reason);
+        CREATE INDEX clips_by_device ON clips (device_id, received_utc);
         """,
     ),
 )

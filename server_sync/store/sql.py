@@ -7,7 +7,6 @@ column types, how a time is bound and read back, and the day-of-a-time expressio
 
 from __future__ import annotations
 
-import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 from pydantic import TypeAdapter
 
 from biovita.detection import Alternative, Detection, DeviceStatus, utc_now
+from server_sync.config import LimitSettings
 from server_sync.records import (
     Clip,
     Cursor,
@@ -39,11 +39,11 @@ from server_sync.records import (
     capped_to_clock,
 )
 from server_sync.store.base import StoreError
+from server_sync.store.bounds import BoundedQueries
 from server_sync.store.migrations import LATEST_VERSION, MIGRATIONS, statements
 from server_sync.store.sessions import SessionQueries, new_generation
 
 _ALTERNATIVES = TypeAdapter(list[Alternative])
-DEAD_LETTER_KEEP_BYTES = 64 << 10  # enough to read what went wrong; the size is kept in full
 
 DETECTION_COLUMNS = (
     "id",
@@ -130,7 +130,7 @@ class _Query:
     params: list[Any]
 
 
-class SqlStore(SessionQueries, ABC):
+class SqlStore(SessionQueries, BoundedQueries, ABC):
     """The store's behaviour; subclasses provide connections and a dialect."""
 
     dialect: Dialect
@@ -200,8 +200,9 @@ class SqlStore(SessionQueries, ABC):
 
     # ------------------------------------------------------------------------------ ingest
 
-    def ingest(self, unit: IngestUnit) -> None:
+    def ingest(self, unit: IngestUnit, limits: LimitSettings | None = None) -> None:
         """Commit one flush of ingest: rows, clips, device state and dead letters together."""
+        limits = limits or LimitSettings()
         with self.transaction(write=True) as s:
             if unit.detections:
                 self._insert_detections(s, unit.detections, utc_now())
@@ -216,7 +217,7 @@ class SqlStore(SessionQueries, ABC):
             for status, when in unit.statuses:
                 self._device_status(s, status, when)
             for letter in unit.dead_letters:
-                self._dead_letter(s, letter)
+                self._dead_letter(s, letter, limits.dead_letters_per_device_reason)
 
     def insert_detections(self, detections: Sequence[Detection], received: datetime) -> None:
         """Bulk-load detections (upsert by id): for imports and benchmarks."""
@@ -313,30 +314,6 @@ class SqlStore(SessionQueries, ABC):
             "WHERE devices.status_sent_utc IS NULL "
             "OR devices.status_sent_utc <= excluded.status_sent_utc",
             values,
-        )
-
-    def _dead_letter(self, s: Session, letter: DeadLetter) -> None:
-        """One row per distinct (topic, reason, payload); repeats only raise its counter."""
-        fingerprint = hashlib.sha256(
-            letter.topic.encode() + b"\0" + letter.reason.encode() + b"\0" + letter.payload
-        ).hexdigest()
-        when = self.dialect.time_param(letter.last_utc or utc_now())
-        s.run(
-            "INSERT INTO dead_letters (fingerprint, topic, reason, error, payload, payload_bytes, "
-            "count, first_utc, last_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (fingerprint) DO UPDATE SET count = dead_letters.count + excluded.count, "
-            "last_utc = excluded.last_utc",
-            (
-                fingerprint,
-                letter.topic,
-                letter.reason,
-                letter.error,
-                letter.payload[:DEAD_LETTER_KEEP_BYTES],
-                letter.payload_bytes,
-                letter.count,
-                when,
-                when,
-            ),
         )
 
     def clips_by_id(self, clip_ids: Sequence[str]) -> dict[str, Clip]:

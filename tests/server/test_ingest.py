@@ -15,7 +15,7 @@ import soundfile
 
 from biovita.detection import MAX_PAYLOAD_BYTES, detections_topic, encode, status_topic
 from server_sync.clips import ClipStore
-from server_sync.config import IngestSettings, MqttSettings
+from server_sync.config import IngestSettings, LimitSettings, MqttSettings
 from server_sync.ingest import IngestWorker, NetworkThreadDied
 from server_sync.records import DetectionFilter
 from server_sync.store import StoreError
@@ -29,17 +29,19 @@ pytestmark = pytest.mark.mqtt
 class Running:
     """Ingest workers on threads, stopped (and checked for clean exit) at the end."""
 
-    def __init__(self, broker, store, clips_dir: Path, workers: int = 1, group: str = "ingest"):
+    def __init__(
+        self, broker, store, clips_dir: Path, workers: int = 1, limits: LimitSettings | None = None
+    ):
         self.stop = threading.Event()
         self.workers = [
             IngestWorker(
                 store,
-                ClipStore(clips_dir),
+                ClipStore(clips_dir, limits),
                 MqttSettings(
                     host=broker.host,
                     port=broker.port,
                     client_id=f"ingest-{n}",
-                    share_group=group,
+                    share_group="ingest",
                 ),
                 IngestSettings(flush_ms=10),
             )
@@ -62,8 +64,8 @@ class Running:
 def run_ingest(mosquitto, sqlite_store, tmp_path):
     started: list[Running] = []
 
-    def start(store=None, workers=1):
-        running = Running(mosquitto, store or sqlite_store, tmp_path / "clips", workers)
+    def start(store=None, workers=1, limits=None):
+        running = Running(mosquitto, store or sqlite_store, tmp_path / "clips", workers, limits)
         started.append(running)
         return running
 
@@ -149,12 +151,12 @@ class _SlowStore:
         self.store, self.pause_s, self.failures = store, pause_s, failures
         self.committed = threading.Event()
 
-    def ingest(self, unit):
+    def ingest(self, unit, limits=None):
         threading.Event().wait(self.pause_s)
         if self.failures > 0:
             self.failures -= 1
             raise StoreError("database is away", hint="test outage")
-        self.store.ingest(unit)
+        self.store.ingest(unit, limits)
         self.committed.set()
 
     def __getattr__(self, name):
@@ -326,8 +328,8 @@ class _StopAfterCommit:
     def __init__(self, store, stop: threading.Event) -> None:
         self.store, self.stop = store, stop
 
-    def ingest(self, unit):
-        self.store.ingest(unit)
+    def ingest(self, unit, limits=None):
+        self.store.ingest(unit, limits)
         self.stop.set()
 
     def __getattr__(self, name):
@@ -396,3 +398,40 @@ def test_a_clip_that_decodes_too_long_is_a_dead_letter_and_not_acked(
     link.wait_for(lambda lk: "clip-ok" in lk.acked_clips())
     assert "clip-long" not in link.acked_clips() and sqlite_store.clip("clip-long") is None
     assert sqlite_store.dead_letter_counts() == {"clip_too_long": 1}
+
+
+def test_a_device_over_its_message_rate_is_dead_lettered_and_not_acked(
+    run_ingest, device_links, sqlite_store
+):
+    """[limits] messages_per_device_minute: a flood from one device, the others unaffected."""
+    run_ingest(limits=LimitSettings(messages_per_device_minute=10))
+    flood, calm = device_links("dev-1"), device_links("dev-2")
+    sent = [batch([detection(n=seq)], seq=seq) for seq in range(60)]
+    for b in sent:
+        flood.publish_batch(b)
+    quiet = [batch([detection("dev-2", n=100 + seq)], seq=seq) for seq in range(5)]
+    for b in quiet:
+        calm.publish_batch(b)
+    calm.wait_for(lambda lk: len(lk.acks) == len(quiet))
+    _wait_until(
+        lambda: len(flood.acks) + sqlite_store.dead_letter_counts().get("rate_limited", 0) == 60
+    )
+    limited = sqlite_store.dead_letter_counts()["rate_limited"]
+    assert 10 <= len(flood.acks) < 60 and limited == 60 - len(flood.acks)  # refills: 1 per 6 s
+    assert len(_all_rows(sqlite_store)) == len(flood.acks) + len(quiet)
+
+
+def test_clip_bytes_per_device_and_day_are_bounded(run_ingest, device_links, sqlite_store):
+    """[limits] clip_bytes_per_device_day: beyond it, a dead letter and no ack (re-sent later)."""
+    flac = _flac()
+    run_ingest(limits=LimitSettings(clip_bytes_per_device_day=int(2.5 * len(flac))))
+    one, other = device_links("dev-1"), device_links("dev-2")
+    for n in range(3):
+        one.publish_clip(f"clip-{n}", flac)
+    other.publish_clip("clip-other", flac)
+    other.wait_for(lambda lk: "clip-other" in lk.acked_clips())
+    _wait_until(lambda: sqlite_store.dead_letter_counts().get("clip_quota") == 1)
+    one.wait_for(lambda lk: len(lk.acked_clips()) == 2)
+    assert sqlite_store.stats()["clips"] == 3
+    (letter,) = [d for d in sqlite_store.dead_letters() if d.reason == "clip_quota"]
+    assert "daily limit" in letter.error and letter.topic.startswith("biovita/v1/site-a/dev-1/")

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from biovita.detection import utc_now
+from server_sync.config import LimitSettings
 from server_sync.records import (
     Clip,
     DeadLetter,
@@ -238,6 +239,49 @@ def test_dead_letters_count_repeats_per_reason(store):
     assert kept["not_json"].count == 3 and kept["not_json"].payload == b"{nope"
     assert kept["oversized"].payload_bytes == 100_000
     assert len(kept["oversized"].payload) < 100_000  # truncated, size kept
+
+
+def test_dead_letters_kept_per_device_and_reason_are_bounded_and_counts_stay_exact(store):
+    """[limits] dead_letters_per_device_reason: 3,000 junk messages were 171 MiB of rows."""
+    limits = LimitSettings(dead_letters_per_device_reason=10)
+
+    def junk(device: str, n: int, reason: str = "not_json") -> DeadLetter:
+        payload = f"junk {n} ".encode() * 2000
+        return DeadLetter(f"biovita/v1/site-a/{device}/detections", reason, "bad", payload, 9999)
+
+    for start in (0, 15):  # two flushes
+        store.ingest(
+            IngestUnit(dead_letters=[junk("dev-1", n) for n in range(start, start + 15)]), limits
+        )
+    store.ingest(IngestUnit(dead_letters=[junk("dev-2", n) for n in range(5)]), limits)
+    store.ingest(IngestUnit(dead_letters=[junk("dev-1", 0, "invalid")]), limits)
+    assert store.dead_letter_counts() == {"invalid": 1, "not_json": 35}
+    letters = store.dead_letters(1000)
+    dev_1 = [d for d in letters if "/dev-1/" in d.topic and d.reason == "not_json"]
+    assert len(dev_1) == 11 and sum(d.count for d in dev_1) == 30
+    (overflow,) = [d for d in dev_1 if d.count > 1]
+    assert overflow.count == 20 and overflow.payload == b"" and "only counted" in overflow.error
+    assert len([d for d in letters if "/dev-2/" in d.topic]) == 5
+
+
+def test_clip_bytes_since_counts_one_device(store):
+    now = utc_now()
+    clips = [
+        Clip(
+            f"c-{n}",
+            device,
+            "site-a",
+            f"x/{n}.flac",
+            100 * (n + 1),
+            "sha",
+            now + timedelta(seconds=n),
+        )
+        for n, device in enumerate(["dev-1", "dev-1", "dev-2"])
+    ]
+    store.ingest(IngestUnit(clips=clips))
+    assert store.clip_bytes_since("site-a/dev-1", now) == 300
+    assert store.clip_bytes_since("site-a/dev-1", now + timedelta(seconds=1)) == 200
+    assert store.clip_bytes_since("site-b/dev-1", now) == 0
 
 
 def test_clips_users_export_and_stats(store):

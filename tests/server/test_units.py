@@ -14,6 +14,7 @@ from server_sync.auth import Session, SessionSigner, hash_password, verify_passw
 from server_sync.charts import daily_counts_svg
 from server_sync.config import LimitSettings, load_settings
 from server_sync.intake import ClipIn, DetectionsIn, Ignored, classify
+from server_sync.rate import DeviceRateLimiter
 from server_sync.records import DeadLetter, ReviewedScore
 from server_sync.thresholds import suggest_threshold, thresholds_toml
 from server_sync.throttle import MAX_KEYS, LoginThrottle
@@ -115,9 +116,32 @@ def test_clips_are_bounded_by_what_they_decode_to_not_their_size():
 
 def test_limits_are_config_keys(tmp_path):
     config = tmp_path / "server.toml"
-    config.write_text("[limits]\nmax_clip_seconds = 45\nmax_clip_rate_hz = 48000\n")
+    config.write_text(
+        "[limits]\nmax_clip_seconds = 45\nmax_clip_rate_hz = 48000\nmax_clip_channels = 1\n"
+        "clip_bytes_per_device_day = 1000\ndead_letters_per_device_reason = 7\n"
+        "messages_per_device_minute = 30\n"
+    )
     limits = load_settings(config, environ={}).limits
-    assert (limits.max_clip_seconds, limits.max_clip_rate_hz) == (45, 48000)
+    assert limits == LimitSettings(
+        max_clip_seconds=45,
+        max_clip_rate_hz=48000,
+        max_clip_channels=1,
+        clip_bytes_per_device_day=1000,
+        dead_letters_per_device_reason=7,
+        messages_per_device_minute=30,
+    )
+    config.write_text("[limits]\nmessages_per_device_minute = 0\n")
+    with pytest.raises(ConfigError, match="messages_per_device_minute"):
+        load_settings(config, environ={})
+
+
+def test_the_rate_limiter_allows_a_minutes_burst_then_refills_per_device():
+    now = [0.0]
+    limiter = DeviceRateLimiter(per_minute=6, clock=lambda: now[0])
+    assert [limiter.allow("s/a") for _ in range(7)] == [True] * 6 + [False]
+    assert limiter.allow("s/b")  # another device has its own bucket
+    now[0] = 20.0  # a token every 10 s
+    assert [limiter.allow("s/a") for _ in range(3)] == [True, True, False]
 
 
 def test_settings_precedence_file_env_flags(tmp_path):
