@@ -75,15 +75,23 @@ def _status_of(device: str) -> dict:
     }
 
 
+TIME_KEYS = ("start_utc", "end_utc", "sent_utc", "last_detection_utc", "stored_utc")
+
+
 @st.composite
 def _broken(draw, doc: dict) -> bytes:
-    """``doc`` with one to three keys (of the envelope or of a detection) replaced or dropped."""
+    """``doc`` with one to three keys (of the envelope or of a detection) replaced or dropped;
+    times are broken the most often, with times of their own (the edges of the range too)."""
     for _ in range(draw(st.integers(1, 3))):
-        records = (
-            [doc, *doc.get("detections", [])] if isinstance(doc.get("detections"), list) else [doc]
+        detections = doc.get("detections")
+        target = draw(
+            st.sampled_from([doc, *detections] if isinstance(detections, list) else [doc])
         )
-        target = draw(st.sampled_from(records))
         if not isinstance(target, dict):
+            continue
+        times = [k for k in TIME_KEYS if k in target]
+        if times and draw(st.booleans()):
+            target[draw(st.sampled_from(times))] = draw(TIMES)
             continue
         key = draw(st.sampled_from(sorted(target)) | st.text(max_size=10))
         if draw(st.integers(0, 3)) == 0:
