@@ -44,10 +44,21 @@ def _topic_safe(value: str) -> str:
     return value
 
 
-def _utc(value: datetime) -> datetime:
+def to_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a ``ValueError`` if it has no zone or its UTC time is out of range.
+
+    ``9999-12-31T23:59:59-01:00`` is valid ISO-8601 but lies past ``datetime.max`` once in UTC:
+    ``astimezone`` raises ``OverflowError``, which pydantic does not turn into a validation error.
+    Raised as one, it makes the message a dead letter instead of an exception on a network thread.
+    """
     if value.tzinfo is None:
         raise ValueError("must carry a timezone (UTC)")
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(
+            f"{value.isoformat()} is outside the representable range once in UTC"
+        ) from None
 
 
 # Constraints as patterns, not Python validators: pydantic checks them in Rust, which halves the
@@ -57,7 +68,7 @@ CanonicalUuid = Annotated[
     str,
     StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
 ]
-UtcTime = Annotated[datetime, AfterValidator(_utc)]
+UtcTime = Annotated[datetime, AfterValidator(to_utc)]
 
 
 def utc_now() -> datetime:

@@ -2,8 +2,9 @@
 
 Passwords: scrypt (n=2^14, r=8, p=1, 16-byte salt), stored as ``scrypt$n$r$p$salt$hash``.
 Sessions: a cookie holding ``payload.signature`` with HMAC-SHA256 over the payload, where the
-payload carries the user, an expiry and the session's CSRF token; nothing in it is secret, the
-signature makes it unforgeable. Every form posts the token back and the server compares it in
+payload carries the user, an expiry, the session's CSRF token and, once logged in, a random
+session id that the store must still hold (``server_sync/store/sessions.py``: that is how logout,
+a reset or a removal end a session); the signature makes the cookie unforgeable. Every form posts the token back and the server compares it in
 constant time (the synchroniser-token pattern); the cookie is also SameSite=Lax and HttpOnly.
 """
 
@@ -70,6 +71,7 @@ class Session:
     role: str | None
     csrf: str
     expires: float
+    session_id: str | None = None  # logged in: the id the store keeps (hashed) while it lasts
 
     @classmethod
     def anonymous(cls, lifetime_s: float = 3600) -> Session:
@@ -78,7 +80,13 @@ class Session:
     @classmethod
     def for_user(cls, username: str, role: str, lifetime_s: float) -> Session:
         # a fresh token at login: a token seen before login is worthless after it
-        return cls(username, role, secrets.token_urlsafe(24), time.time() + lifetime_s)
+        return cls(
+            username,
+            role,
+            secrets.token_urlsafe(24),
+            time.time() + lifetime_s,
+            secrets.token_urlsafe(32),
+        )
 
     def csrf_ok(self, token: str | None) -> bool:
         return bool(token) and hmac.compare_digest(self.csrf, token or "")
@@ -93,7 +101,13 @@ class SessionSigner:
     def dumps(self, session: Session) -> str:
         payload = _b64(
             json.dumps(
-                [session.username, session.role, session.csrf, session.expires],
+                [
+                    session.username,
+                    session.role,
+                    session.csrf,
+                    session.expires,
+                    session.session_id,
+                ],
                 separators=(",", ":"),
             ).encode()
         )
@@ -107,12 +121,12 @@ class SessionSigner:
         if not hmac.compare_digest(signature, self._sign(payload)):
             return None
         try:
-            username, role, csrf, expires = json.loads(_unb64(payload))
-        except (ValueError, TypeError):
+            username, role, csrf, expires, session_id = json.loads(_unb64(payload))
+        except (ValueError, TypeError):  # damaged, or a cookie of before server-side sessions
             return None
         if not isinstance(expires, (int, float)) or expires < time.time():
             return None
-        return Session(username, role, str(csrf), float(expires))
+        return Session(username, role, str(csrf), float(expires), session_id)
 
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())

@@ -64,7 +64,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     store = _store(settings)
-    worker = IngestWorker(store, ClipStore(settings.clips_root), settings.mqtt, settings.ingest)
+    worker = IngestWorker(
+        store, ClipStore(settings.clips_root, settings.limits), settings.mqtt, settings.ingest
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -84,13 +86,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server_sync.auth import load_or_create_secret
     from server_sync.clips import ClipStore
     from server_sync.species import SpeciesCatalogue
-    from server_sync.web.app import create_app
+    from server_sync.web.app import create_app, uvicorn_options
 
     settings = _settings(args)
     store = _store(settings)
     app = create_app(
         store,
-        ClipStore(settings.clips_root),
+        ClipStore(settings.clips_root, settings.limits),
         SpeciesCatalogue.load(settings.web.species),
         load_or_create_secret(settings.secret_path),
         settings.web,
@@ -98,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     log.info("review app on http://%s:%s", settings.web.host, settings.web.port)
     try:
-        uvicorn.run(app, host=settings.web.host, port=settings.web.port, log_level="info")
+        uvicorn.run(app, log_level="info", **uvicorn_options(settings.web))
     finally:
         store.close()
     return 0
@@ -166,7 +168,9 @@ def cmd_export_reviewed(args: argparse.Namespace) -> int:
     settings = _settings(args)
     store = _store(settings)
     try:
-        report = export_reviewed(store, ClipStore(settings.clips_root), args.out, args.split)
+        report = export_reviewed(
+            store, ClipStore(settings.clips_root, settings.limits), args.out, args.split
+        )
     finally:
         store.close()
     print(

@@ -14,13 +14,15 @@ from datetime import datetime
 from pathlib import Path
 
 from biovita.errors import BiovitaError
+from server_sync.config import LimitSettings
 
 FLAC_MAGIC = b"fLaC"
 
 
 class ClipStore:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, limits: LimitSettings | None = None) -> None:
         self.root = Path(root).resolve()
+        self.limits = limits or LimitSettings()  # what a clip may decode to (clip_bounds.py)
 
     def relative_path(self, clip_id: str, device_id: str, received: datetime) -> str:
         return f"{received:%Y/%m/%d}/{device_id}/{clip_id}.flac"

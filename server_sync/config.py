@@ -55,6 +55,31 @@ class MqttSettings(_Settings):
 class IngestSettings(_Settings):
     flush_ms: float = Field(20.0, gt=0, description="collect messages this long, then commit")
     max_messages: int = Field(1000, gt=0, description="or this many, whichever comes first")
+    stop_timeout_s: float = Field(
+        10.0, ge=0, description="on a stop, wait this long for the last commit's acks to go out"
+    )
+
+
+class LimitSettings(_Settings):
+    """Bounds that keep one device (or one hostile message) from costing the server much."""
+
+    max_clip_seconds: float = Field(
+        120.0, gt=0, description="decoded clip length; the device cuts clips at 30 s"
+    )
+    max_clip_rate_hz: int = Field(96_000, gt=0, description="clip sample rate")
+    max_clip_channels: int = Field(2, gt=0, description="clip channels (the device records one)")
+    clip_bytes_per_device_day: int = Field(
+        1 << 30, gt=0, description="clip bytes stored per device per UTC day; beyond, not acked"
+    )
+    dead_letters_per_device_reason: int = Field(
+        100,
+        gt=0,
+        description="distinct dead letters kept (with payload) per device and reason; beyond, "
+        "only counted",
+    )
+    messages_per_device_minute: int = Field(
+        1200, gt=0, description="messages taken per device per minute (a minute's burst)"
+    )
 
 
 class WebSettings(_Settings):
@@ -63,6 +88,11 @@ class WebSettings(_Settings):
     species: Path | None = Field(None, description="species.npz bank or taxa.csv")
     secure_cookies: bool = Field(False, description="set when served over HTTPS")
     session_hours: float = Field(12.0, gt=0)
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses of reverse proxies whose X-Forwarded-For is believed; with none, "
+        "the client is the TCP peer (the login throttle counts by it)",
+    )
 
 
 class ServerSettings(_Settings):
@@ -72,6 +102,7 @@ class ServerSettings(_Settings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @property
     def db_url(self) -> str:

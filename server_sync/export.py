@@ -3,6 +3,10 @@
 The manifest is the trainer's own format (``biovita.manifest``): one row per reviewed clip with
 the species the reviewer settled on, split ``train``, and ``source`` naming the detection and the
 reviewer so every training example can be traced back to a person's decision.
+
+Species ids come from devices (or a relabel), so a cell a spreadsheet would run as a formula
+(``=HYPERLINK(...)``, ``+``, ``-``, ``@``, a tab or a carriage return first) gets a leading ``'``,
+as OWASP's CSV-injection advice says; no real species id starts with one of those.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ def export_reviewed(
         rows.append(
             ManifestRow(
                 audio_path=path,
-                species_id=item.species_id,
-                split=split,
+                species_id=csv_cell(item.species_id),
+                split=csv_cell(split),
                 source=f"review:{item.verdict.value}:{item.reviewer}:{item.detection_id}",
             )
         )
@@ -47,3 +51,11 @@ def export_reviewed(
     out.parent.mkdir(parents=True, exist_ok=True)
     write_manifest(out, rows)
     return ExportReport(out, len(rows), without_clip, missing)
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """``text``, made inert for spreadsheets if it would start a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text

@@ -11,6 +11,13 @@ detections are upserted by id, a message delivered twice, to one worker or two, 
 Give each worker a stable client id: the broker keeps a worker's session (and queues its share of
 the group's messages) for ``session_expiry_s`` after it leaves, so a restarted worker picks up
 where it stopped, and a retired one stops receiving once its session expires.
+
+Nothing a device sends can stop a worker: ``_on_message`` turns every failure into a dead letter.
+Should paho's network thread die anyway (a bug in a callback), ``run`` notices within a poll and
+raises ``NetworkThreadDied``: the process exits non-zero and systemd (``Restart=always``) starts a
+fresh one, instead of a worker that looks up but stores and acks nothing. On a stop, the acks of
+the last commit are sent before the connection closes (paho keeps at most ``max_inflight`` QoS 1
+messages in flight and would drop the rest at the disconnect).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timezone
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -31,20 +38,35 @@ from biovita.detection import (
     DETECTIONS_FILTER,
     STATUS_FILTER,
     Ack,
+    Detection,
     acks_topic,
     encode,
     utc_now,
 )
+from biovita.errors import BiovitaError
 from server_sync.clips import ClipStore
 from server_sync.config import IngestSettings, MqttSettings
-from server_sync.intake import ClipIn, DetectionsIn, Ignored, Intake, StatusIn, classify
+from server_sync.intake import (
+    ClipIn,
+    DetectionsIn,
+    Ignored,
+    Intake,
+    StatusIn,
+    classify,
+    dead_letter,
+)
 from server_sync.mqtt import connect_properties, make_client
-from server_sync.records import Clip, DeadLetter, IngestUnit
+from server_sync.rate import DeviceRateLimiter
+from server_sync.records import Clip, DeadLetter, IngestUnit, device_key
 from server_sync.store import Store
 
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS_S = (0.5, 1, 2, 5, 10, 30)
+
+
+class NetworkThreadDied(BiovitaError):
+    """paho's network thread ended while the worker was running: it can no longer receive."""
 
 
 @dataclass(frozen=True)
@@ -56,12 +78,6 @@ class Incoming:
     session: int  # which connection delivered it: a PUBACK is only valid on that one
     received: datetime
     intake: Intake
-
-    @classmethod
-    def parse(
-        cls, topic: str, payload: bytes, mid: int, qos: int, session: int, received: datetime
-    ) -> Incoming:
-        return cls(topic, payload, mid, qos, session, received, classify(topic, payload, received))
 
 
 @dataclass
@@ -99,6 +115,9 @@ class IngestWorker:
         self.connected = threading.Event()
         self._inbox: queue.Queue[Incoming] = queue.Queue()
         self._session = 0
+        self._network: threading.Thread | None = None
+        self._unsent: list[mqtt.MQTTMessageInfo] = []  # the last commit's acks, until sent
+        self._rate = DeviceRateLimiter(self.clips.limits.messages_per_device_minute)
         self._client = make_client(mqtt_settings, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -117,7 +136,14 @@ class IngestWorker:
             properties=connect_properties(s),
         )
         self._client.loop_start()
+        # paho keeps its thread in a private attribute and clears it when the thread ends; keep
+        # our own reference so ``run`` can tell a dead network thread from a quiet one.
+        self._network = self._client._thread
         return self
+
+    @property
+    def network_alive(self) -> bool:
+        return self._network is not None and self._network.is_alive()
 
     def run(self, stop: threading.Event) -> None:
         """Flush until ``stop`` is set, then disconnect.
@@ -129,6 +155,13 @@ class IngestWorker:
         failures = 0
         last_report = time.monotonic()
         while not stop.is_set() or pending:
+            if not self.network_alive:
+                self._client.loop_stop()
+                raise NetworkThreadDied(
+                    f"the MQTT network thread died ({len(pending)} messages uncommitted, to be "
+                    "redelivered by the broker)",
+                    hint="see the log for the error; the service manager restarts the worker",
+                )
             if not pending:
                 pending = self._collect(stop)
             if not pending:
@@ -150,8 +183,24 @@ class IngestWorker:
             if time.monotonic() - last_report > 60:
                 log.info("ingest: %s", self.summary())
                 last_report = time.monotonic()
+        self._send_acks(self.settings.stop_timeout_s)
         self._client.disconnect()
         self._client.loop_stop()
+
+    def _send_acks(self, timeout_s: float) -> None:
+        """Wait (up to ``timeout_s``) until the last commit's acks are on the wire."""
+        deadline = time.monotonic() + timeout_s
+        for info in self._unsent:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.connected.is_set():
+                break
+            try:
+                info.wait_for_publish(remaining)
+            except RuntimeError:  # the connection dropped: the device re-sends, we re-ack
+                break
+        unsent = sum(not info.is_published() for info in self._unsent)
+        if unsent:
+            log.warning("stopping with %d acks unsent; their devices will re-send", unsent)
 
     def summary(self) -> str:
         c = self.counters
@@ -195,12 +244,30 @@ class IngestWorker:
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         # Validation runs here, on the network thread, so it overlaps the previous commit's
-        # fsync (which releases the GIL) instead of queueing behind it.
-        self._inbox.put(
-            Incoming.parse(
-                msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._session, utc_now()
+        # fsync (which releases the GIL) instead of queueing behind it. classify never raises;
+        # the guard is for what surrounds it (a topic that is not UTF-8 raises in paho's getter).
+        received = utc_now()
+        payload = bytes(msg.payload)
+        try:
+            topic = msg.topic
+            if self._rate.allow(device_key(topic)):
+                intake = classify(topic, payload, received, self.clips.limits)
+            else:
+                intake = dead_letter(
+                    topic,
+                    payload,
+                    received,
+                    "rate_limited",
+                    f"{device_key(topic)} sent more than {self._rate.capacity:.0f} messages "
+                    "a minute; this one was not stored nor acked (the device re-sends it)",
+                )
+        except Exception as err:  # noqa: BLE001 (an exception here would kill the thread)
+            topic = msg._topic.decode("utf-8", "replace")
+            intake = dead_letter(
+                topic, payload, received, "unexpected", f"{type(err).__name__}: {err}"
             )
-        )
+        incoming = Incoming(topic, payload, msg.mid, msg.qos, self._session, received, intake)
+        self._inbox.put(incoming)
 
     # ----------------------------------------------------------------------- the flush
 
@@ -231,9 +298,8 @@ class IngestWorker:
     def flush(self, messages: list[Incoming]) -> list[Ack]:
         """Commit ``messages``, then ack them (application acks, then PUBACKs)."""
         unit, outgoing = self._prepare(messages)
-        self.store.ingest(unit)
-        for out in outgoing:
-            self._client.publish(out.topic, encode(out.ack), qos=1)
+        self.store.ingest(unit, self.clips.limits)
+        self._unsent = [self._client.publish(out.topic, encode(out.ack), qos=1) for out in outgoing]
         for m in messages:
             if m.qos > 0 and m.session == self._session:
                 self._client.ack(m.mid, m.qos)
@@ -253,13 +319,29 @@ class IngestWorker:
         intakes = [(m, m.intake) for m in messages]
         clip_ids = [i.clip_id for _, i in intakes if isinstance(i, ClipIn)]
         known = self.store.clips_by_id(clip_ids)
+        first = {  # the content each detection id was first stored with
+            key: row.detection
+            for key, row in self.store.detections_by_id(
+                [
+                    d.id
+                    for _, i in intakes
+                    if isinstance(i, DetectionsIn)
+                    for d in i.batch.detections
+                ]
+            ).items()
+        }
         unit = IngestUnit()
+        quota = _ClipQuota(self.store, self.clips.limits.clip_bytes_per_device_day)
         outgoing: list[_Outgoing] = []
         clip_acks: dict[tuple[str, str], list[str]] = defaultdict(list)
         for m, intake in intakes:
             if isinstance(intake, DetectionsIn):
                 batch, where = intake.batch, intake.topic
-                unit.detections.extend(batch.detections)
+                for d in batch.detections:
+                    if first.setdefault(d.id, d) == d:
+                        unit.detections.append(d)  # new, or a re-send stored once by its id
+                    else:
+                        unit.dead_letters.append(_conflict(m, d))
                 unit.seen.append((where.site_id, where.device_id, m.received))
                 ack = Ack(
                     device_id=batch.device_id,
@@ -270,6 +352,12 @@ class IngestWorker:
             elif isinstance(intake, ClipIn):
                 where = intake.topic
                 if intake.clip_id not in known:
+                    over = quota.over(m.topic, len(intake.payload), m.received)
+                    if over:
+                        unit.dead_letters.append(
+                            dead_letter(m.topic, intake.payload, m.received, "clip_quota", over)
+                        )
+                        continue  # not acked: the device keeps it and re-sends it later
                     known[intake.clip_id] = self._write_clip(intake, m.received)
                     unit.clips.append(known[intake.clip_id])
                 unit.seen.append((where.site_id, where.device_id, m.received))
@@ -299,3 +387,41 @@ class IngestWorker:
             sha256=sha256,
             received_utc=received,
         )
+
+
+def _conflict(m: Incoming, d: Detection) -> DeadLetter:
+    """A detection id already stored with other content: the first row stays, this one is kept
+    as a dead letter (and acked: it is durably recorded, and a re-send would conflict again)."""
+    return dead_letter(
+        m.topic,
+        d.model_dump_json().encode(),
+        m.received,
+        "conflict",
+        f"detection {d.id} is already stored with different content; the first row stays\n"
+        "  hint: ids are made once per event on the device; a device that reuses them (a "
+        "restored image, a copied data folder) needs a fresh database",
+    )
+
+
+class _ClipQuota:
+    """Clip bytes per device per UTC day, over what is stored and what this flush adds."""
+
+    def __init__(self, store: Store, per_day: int) -> None:
+        self.store, self.per_day = store, per_day
+        self._used: dict[tuple[str, date], int] = {}
+
+    def over(self, topic: str, size: int, received: datetime) -> str:
+        """Count ``size`` bytes if they fit; else say why not (and count nothing)."""
+        key = (device_key(topic), received.date())
+        if key not in self._used:
+            midnight = datetime.combine(key[1], datetime.min.time(), tzinfo=timezone.utc)
+            self._used[key] = self.store.clip_bytes_since(key[0], midnight)
+        used = self._used[key]
+        if used + size > self.per_day:
+            return (
+                f"{key[0]} has stored {used} clip bytes today (UTC); this clip of {size} bytes "
+                f"would pass the {self.per_day}-byte daily limit ([limits] "
+                "clip_bytes_per_device_day); not stored nor acked, the device re-sends it"
+            )
+        self._used[key] = used + size
+        return ""

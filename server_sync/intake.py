@@ -2,10 +2,13 @@
 
 Pure translation, no I/O: every contract check happens here, and every failure becomes a
 ``DeadLetter`` with a reason code instead of an exception, so ingest never stops on bad input.
+Even an error no check foresaw (a bug, a library edge) is caught here and dead-lettered with reason
+``unexpected``: this runs on paho's network thread, which an escaping exception would kill.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,8 +22,13 @@ from biovita.detection import (
     parse_topic,
 )
 from biovita.errors import WireFormatError
+from server_sync.clip_bounds import measure_clip
 from server_sync.clips import FLAC_MAGIC
+from server_sync.config import LimitSettings
 from server_sync.records import DeadLetter
+
+log = logging.getLogger(__name__)
+DEFAULT_LIMITS = LimitSettings()
 
 
 @dataclass(frozen=True)
@@ -49,35 +57,48 @@ class Ignored:
 Intake = DetectionsIn | ClipIn | StatusIn | DeadLetter | Ignored
 
 
-def classify(topic: str, payload: bytes, received: datetime) -> Intake:
+def classify(
+    topic: str, payload: bytes, received: datetime, limits: LimitSettings = DEFAULT_LIMITS
+) -> Intake:
     try:
-        parts = parse_topic(topic)
-        if parts.kind == "detections":
-            batch = decode(payload, DetectionBatch)
-            _check_origin(parts, batch.site_id, batch.device_id)
-            for d in batch.detections:
-                _check_origin(parts, d.site_id, d.device_id)
-            return DetectionsIn(parts, batch)
-        if parts.kind == "clips":
-            return _clip(parts, payload)
-        if parts.kind == "status":
-            if not payload:  # a cleared retained status, e.g. a decommissioned device
-                return Ignored("empty status")
-            status = decode(payload, DeviceStatus)
-            _check_origin(parts, status.site_id, status.device_id)
-            return StatusIn(status)
-        raise WireFormatError(
-            f"the server does not take {parts.kind!r} messages", reason="bad_topic"
-        )
+        return _classify(topic, payload, limits)
     except WireFormatError as err:
-        return DeadLetter(
-            topic=topic,
-            reason=err.reason,
-            error=err.describe(),
-            payload=payload,
-            payload_bytes=len(payload),
-            last_utc=received,
-        )
+        return dead_letter(topic, payload, received, err.reason, err.describe())
+    except Exception as err:  # noqa: BLE001 (no message may raise out of here; see the docstring)
+        log.error("unexpected %s on %s, dead-lettered: %s", type(err).__name__, topic, err)
+        return dead_letter(topic, payload, received, "unexpected", f"{type(err).__name__}: {err}")
+
+
+def dead_letter(
+    topic: str, payload: bytes, received: datetime, reason: str, error: str
+) -> DeadLetter:
+    return DeadLetter(
+        topic=topic,
+        reason=reason,
+        error=error,
+        payload=payload,
+        payload_bytes=len(payload),
+        last_utc=received,
+    )
+
+
+def _classify(topic: str, payload: bytes, limits: LimitSettings) -> Intake:
+    parts = parse_topic(topic)
+    if parts.kind == "detections":
+        batch = decode(payload, DetectionBatch)
+        _check_origin(parts, batch.site_id, batch.device_id)
+        for d in batch.detections:
+            _check_origin(parts, d.site_id, d.device_id)
+        return DetectionsIn(parts, batch)
+    if parts.kind == "clips":
+        return _clip(parts, payload, limits)
+    if parts.kind == "status":
+        if not payload:  # a cleared retained status, e.g. a decommissioned device
+            return Ignored("empty status")
+        status = decode(payload, DeviceStatus)
+        _check_origin(parts, status.site_id, status.device_id)
+        return StatusIn(status)
+    raise WireFormatError(f"the server does not take {parts.kind!r} messages", reason="bad_topic")
 
 
 def _check_origin(parts: TopicParts, site_id: str, device_id: str) -> None:
@@ -91,7 +112,7 @@ def _check_origin(parts: TopicParts, site_id: str, device_id: str) -> None:
         )
 
 
-def _clip(parts: TopicParts, payload: bytes) -> ClipIn:
+def _clip(parts: TopicParts, payload: bytes, limits: LimitSettings) -> ClipIn:
     clip_id = parts.clip_id or ""
     try:
         clip_topic(parts.site_id, parts.device_id, clip_id)  # validates the id's characters
@@ -109,4 +130,5 @@ def _clip(parts: TopicParts, payload: bytes) -> ClipIn:
             hint="clips travel as raw FLAC bytes",
             reason="not_flac",
         )
+    measure_clip(payload, limits)  # decodes at most max_clip_seconds (plus a block)
     return ClipIn(parts, clip_id, payload)

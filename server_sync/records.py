@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
-from biovita.detection import Detection, DeviceStatus
+from biovita.detection import Detection, DeviceStatus, to_utc
 from biovita.errors import BiovitaError
 
 
@@ -99,7 +99,7 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             start, ident = json.loads(raw)
-            return cls(datetime.fromisoformat(start), str(ident))
+            return cls(to_utc(datetime.fromisoformat(start)), str(ident))
         except (ValueError, TypeError) as err:
             raise ReviewError(
                 "the page cursor is damaged", hint="start again from the first page"
@@ -138,6 +138,25 @@ class DeviceRow:
     backend: str = ""
     software_version: str = ""
     last_detection_utc: datetime | None = None
+    clock_ahead_s: float | None = None  # the last status was this far ahead of the server
+
+
+def capped_to_clock(status: DeviceStatus, now: datetime) -> tuple[DeviceStatus, float]:
+    """``status`` with no time later than ``now``, and how far ahead its clock was (0 if not)."""
+    ahead_s = max(0.0, (status.sent_utc - now).total_seconds())
+    last = status.last_detection_utc
+    if ahead_s == 0 and (last is None or last <= now):
+        return status, 0.0
+    capped = {"sent_utc": min(status.sent_utc, now)}
+    if last is not None:
+        capped["last_detection_utc"] = min(last, now)
+    return status.model_copy(update=capped), ahead_s
+
+
+def device_key(topic: str) -> str:
+    """``site/device`` of a biovita topic, the unit the per-device bounds count by (for a foreign
+    topic, its second and third levels: a broker's ACL keeps devices out of those anyway)."""
+    return "/".join(topic.split("/")[2:4])
 
 
 @dataclass(frozen=True)
@@ -145,7 +164,7 @@ class DeadLetter:
     topic: str
     reason: str
     error: str
-    payload: bytes  # the first DEAD_LETTER_KEEP_BYTES bytes
+    payload: bytes  # the first DEAD_LETTER_KEEP_BYTES bytes (store/bounds.py)
     payload_bytes: int  # the full size
     count: int = 1
     first_utc: datetime | None = None
@@ -185,6 +204,7 @@ class User:
     password_hash: str
     role: Role
     created_utc: datetime
+    generation: str = ""  # drawn anew by every reset; a session of another generation is over
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,19 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from biovita.audio import load_audio
+from biovita.audio import check_finite, resample, to_mono
 from biovita.frontend import FrontendSpec, log_mel
+from server_sync.clip_bounds import read_clip
+from server_sync.config import LimitSettings
 
 SPEC = FrontendSpec()
 
 
-def spectrogram_png(clip: Path, spec: FrontendSpec = SPEC) -> bytes:
-    samples, rate = load_audio(clip, sample_rate=spec.sample_rate)
+def spectrogram_png(clip: Path, limits: LimitSettings, spec: FrontendSpec = SPEC) -> bytes:
+    """The clip's spectrogram; ``WireFormatError`` if it decodes beyond ``limits``."""
+    decoded, native_rate = read_clip(clip, limits)
+    rate = spec.sample_rate
+    samples = resample(check_finite(to_mono(decoded), str(clip)), native_rate, rate)
     if samples.size < spec.n_fft:
         samples = np.pad(samples, (0, spec.n_fft - samples.size))
     mel = log_mel(samples, spec)

@@ -14,7 +14,6 @@ The output is the device config's own format (``device/config.py``, ``ClassifySe
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from server_sync.records import ReviewedScore
@@ -83,5 +82,25 @@ def thresholds_toml(suggestions: list[Suggestion]) -> str:
     lines = ["[classify.species_thresholds]"]
     for s in sorted(suggestions, key=lambda s: s.species_id):
         if s.threshold is not None:
-            lines.append(f"{json.dumps(s.species_id)} = {s.threshold:.4f}")  # quoted key: safe
+            lines.append(f"{toml_string(s.species_id)} = {s.threshold:.4f}")
     return "\n".join(lines) + "\n"
+
+
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string (a quoted key is one), valid for any species id.
+
+    Not ``json.dumps``: JSON writes a character outside the BMP as a surrogate pair
+    (``\\ud83e\\udd89``), and TOML's ``\\u`` escapes must each be a whole character.
+    """
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04X}")
+        elif 0xD800 <= code <= 0xDFFF:  # a lone surrogate is no character: TOML cannot hold it
+            out.append("\\uFFFD")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'

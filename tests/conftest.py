@@ -7,8 +7,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.support.mosquitto import MOSQUITTO, MosquittoBroker
+
+# Fuzz tests (hypothesis) are derandomized by default, so CI runs the same cases every time and
+# a failure reproduces; HYPOTHESIS_PROFILE=explore draws new ones. No deadline: the 2-core CI
+# machine is shared, and time is bounded by each test's max_examples instead.
+settings.register_profile("ci", derandomize=True, deadline=None, database=None, print_blob=True)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_AUDIO = Path(os.environ.get("BIOVITA_REAL_AUDIO", REPO.parent / "shared" / "realaudio"))

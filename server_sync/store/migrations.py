@@ -128,6 +128,28 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        2,
+        "status clocks ahead of the server's; sessions kept server-side; per-device bounds",
+        """
+        ALTER TABLE devices ADD COLUMN clock_ahead_s {float};
+
+        ALTER TABLE users ADD COLUMN generation TEXT NOT NULL DEFAULT '';
+        CREATE TABLE sessions (
+            session_key TEXT PRIMARY KEY,
+            username TEXT NOT NULL,
+            generation TEXT NOT NULL,
+            created_utc {time} NOT NULL,
+            expires_utc {time} NOT NULL
+        );
+        CREATE INDEX sessions_by_user ON sessions (username);
+        CREATE INDEX sessions_by_expiry ON sessions (expires_utc);
+
+        ALTER TABLE dead_letters ADD COLUMN device_id TEXT NOT NULL DEFAULT '';
+        CREATE INDEX dead_letters_by_device ON dead_letters (device_id, reason);
+        CREATE INDEX clips_by_device ON clips (device_id, received_utc);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -7,7 +7,6 @@ column types, how a time is bound and read back, and the day-of-a-time expressio
 
 from __future__ import annotations
 
-import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 from pydantic import TypeAdapter
 
 from biovita.detection import Alternative, Detection, DeviceStatus, utc_now
+from server_sync.config import LimitSettings
 from server_sync.records import (
     Clip,
     Cursor,
@@ -32,17 +32,18 @@ from server_sync.records import (
     ReviewedScore,
     ReviewError,
     ReviewFilter,
-    Role,
     SpeciesSummary,
     StoredDetection,
     User,
     Verdict,
+    capped_to_clock,
 )
 from server_sync.store.base import StoreError
+from server_sync.store.bounds import BoundedQueries
 from server_sync.store.migrations import LATEST_VERSION, MIGRATIONS, statements
+from server_sync.store.sessions import SessionQueries, new_generation
 
 _ALTERNATIVES = TypeAdapter(list[Alternative])
-DEAD_LETTER_KEEP_BYTES = 64 << 10  # enough to read what went wrong; the size is kept in full
 
 DETECTION_COLUMNS = (
     "id",
@@ -84,6 +85,7 @@ DEVICE_COLUMNS = (
     "backend",
     "software_version",
     "last_detection_utc",
+    "clock_ahead_s",
 )
 CLIP_COLUMNS = ("clip_id", "device_id", "site_id", "path", "size_bytes", "sha256", "received_utc")
 _REVIEWED_STATES = {
@@ -128,7 +130,7 @@ class _Query:
     params: list[Any]
 
 
-class SqlStore(ABC):
+class SqlStore(SessionQueries, BoundedQueries, ABC):
     """The store's behaviour; subclasses provide connections and a dialect."""
 
     dialect: Dialect
@@ -198,8 +200,9 @@ class SqlStore(ABC):
 
     # ------------------------------------------------------------------------------ ingest
 
-    def ingest(self, unit: IngestUnit) -> None:
+    def ingest(self, unit: IngestUnit, limits: LimitSettings | None = None) -> None:
         """Commit one flush of ingest: rows, clips, device state and dead letters together."""
+        limits = limits or LimitSettings()
         with self.transaction(write=True) as s:
             if unit.detections:
                 self._insert_detections(s, unit.detections, utc_now())
@@ -214,7 +217,7 @@ class SqlStore(ABC):
             for status, when in unit.statuses:
                 self._device_status(s, status, when)
             for letter in unit.dead_letters:
-                self._dead_letter(s, letter)
+                self._dead_letter(s, letter, limits.dead_letters_per_device_reason)
 
     def insert_detections(self, detections: Sequence[Detection], received: datetime) -> None:
         """Bulk-load detections (upsert by id): for imports and benchmarks."""
@@ -280,7 +283,12 @@ class SqlStore(ABC):
         )
 
     def _device_status(self, s: Session, st: DeviceStatus, when: datetime) -> None:
-        """Keep the newest status by the device's own clock: a late, older one changes nothing."""
+        """Keep the newest status by the device's own clock: a late, older one changes nothing.
+
+        A time ahead of the server's is capped to the server's and the lead recorded: one status
+        from a clock reading 2099 would otherwise outrank every later status, for good.
+        """
+        st, clock_ahead_s = capped_to_clock(st, when)
         t = self.dialect.time_param
         values = (
             st.device_id,
@@ -296,6 +304,7 @@ class SqlStore(ABC):
             st.backend,
             st.software_version,
             t(st.last_detection_utc),
+            clock_ahead_s,
         )
         updates = ", ".join(f"{c} = excluded.{c}" for c in DEVICE_COLUMNS[1:])
         s.run(
@@ -305,30 +314,6 @@ class SqlStore(ABC):
             "WHERE devices.status_sent_utc IS NULL "
             "OR devices.status_sent_utc <= excluded.status_sent_utc",
             values,
-        )
-
-    def _dead_letter(self, s: Session, letter: DeadLetter) -> None:
-        """One row per distinct (topic, reason, payload); repeats only raise its counter."""
-        fingerprint = hashlib.sha256(
-            letter.topic.encode() + b"\0" + letter.reason.encode() + b"\0" + letter.payload
-        ).hexdigest()
-        when = self.dialect.time_param(letter.last_utc or utc_now())
-        s.run(
-            "INSERT INTO dead_letters (fingerprint, topic, reason, error, payload, payload_bytes, "
-            "count, first_utc, last_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (fingerprint) DO UPDATE SET count = dead_letters.count + excluded.count, "
-            "last_utc = excluded.last_utc",
-            (
-                fingerprint,
-                letter.topic,
-                letter.reason,
-                letter.error,
-                letter.payload[:DEAD_LETTER_KEEP_BYTES],
-                letter.payload_bytes,
-                letter.count,
-                when,
-                when,
-            ),
         )
 
     def clips_by_id(self, clip_ids: Sequence[str]) -> dict[str, Clip]:
@@ -422,14 +407,20 @@ class SqlStore(ABC):
             return [r[0] for r in s.rows(query.sql, query.params)]
 
     def detection(self, detection_id: str) -> StoredDetection | None:
+        return self.detections_by_id([detection_id]).get(detection_id)
+
+    def detections_by_id(self, detection_ids: Sequence[str]) -> dict[str, StoredDetection]:
+        rows: list[tuple] = []
         with self.transaction() as s:
-            rows = s.rows(
-                f"SELECT {self._SELECT_DETECTION} FROM detections d "
-                "LEFT JOIN review_state rs ON rs.detection_id = d.id "
-                "LEFT JOIN reviews rv ON rv.id = rs.review_id WHERE d.id = ?",
-                (detection_id,),
-            )
-        return self._stored(rows[0]) if rows else None
+            for part in chunks(list(dict.fromkeys(detection_ids)), 500):
+                rows += s.rows(
+                    f"SELECT {self._SELECT_DETECTION} FROM detections d "
+                    "LEFT JOIN review_state rs ON rs.detection_id = d.id "
+                    "LEFT JOIN reviews rv ON rv.id = rs.review_id "
+                    f"WHERE d.id IN ({', '.join('?' * len(part))})",
+                    part,
+                )
+        return {row.id: row for row in map(self._stored, rows)}
 
     def _stored(self, row: tuple) -> StoredDetection:
         n = len(DETECTION_COLUMNS)
@@ -596,24 +587,28 @@ class SqlStore(ABC):
     # ------------------------------------------------------------------------------ users
 
     def put_user(self, user: User) -> None:
-        """Create the user, or reset its password and role."""
+        """Create the user, or reset its password and role: either way its sessions end."""
         with self.transaction(write=True) as s:
             s.run(
-                "INSERT INTO users (username, password_hash, role, created_utc) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (username) DO UPDATE SET "
-                "password_hash = excluded.password_hash, role = excluded.role",
+                "INSERT INTO users (username, password_hash, role, created_utc, generation) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (username) DO UPDATE SET "
+                "password_hash = excluded.password_hash, role = excluded.role, "
+                "generation = excluded.generation",
                 (
                     user.username,
                     user.password_hash,
                     user.role.value,
                     self.dialect.time_param(user.created_utc),
+                    new_generation(),
                 ),
             )
+            self._end_sessions_of(s, user.username)
 
     def user(self, username: str) -> User | None:
         with self.transaction() as s:
             rows = s.rows(
-                "SELECT username, password_hash, role, created_utc FROM users WHERE username = ?",
+                "SELECT username, password_hash, role, created_utc, generation FROM users "
+                "WHERE username = ?",
                 (username,),
             )
         return self._user(rows[0]) if rows else None
@@ -621,23 +616,21 @@ class SqlStore(ABC):
     def users(self) -> list[User]:
         with self.transaction() as s:
             rows = s.rows(
-                "SELECT username, password_hash, role, created_utc FROM users ORDER BY username"
+                "SELECT username, password_hash, role, created_utc, generation FROM users "
+                "ORDER BY username"
             )
         return [self._user(row) for row in rows]
 
     def delete_user(self, username: str) -> bool:
         """Remove the user (their reviews stay, signed with the name); False if there was none.
 
-        The web app re-reads the user on every request, so a removed user's session ends at once.
+        Their sessions go with them, so they end at once (and a name added again starts afresh).
         """
         with self.transaction(write=True) as s:
             found = s.rows("SELECT 1 FROM users WHERE username = ?", (username,))
             s.run("DELETE FROM users WHERE username = ?", (username,))
+            self._end_sessions_of(s, username)
         return bool(found)
-
-    def _user(self, row: tuple) -> User:
-        name, password_hash, role, created = row
-        return User(name, password_hash, Role(role), self.dialect.time_value(created))
 
     # ------------------------------------------------------------------------ export, stats
 

@@ -19,6 +19,19 @@ from server_sync.web.context import WebContext
 from server_sync.web.security import LoginRequired, SessionMiddleware
 
 
+def uvicorn_options(settings: WebSettings) -> dict:
+    """How uvicorn serves the app. X-Forwarded-For is believed only from the configured proxies:
+    uvicorn's own default trusts 127.0.0.1, so anything on the host could pose as any address
+    and rotate past the login throttle."""
+    trusted = settings.trusted_proxies
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "proxy_headers": bool(trusted),
+        "forwarded_allow_ips": trusted or None,
+    }
+
+
 def create_app(
     store: Store,
     clips: ClipStore,

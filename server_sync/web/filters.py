@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 from fastapi import HTTPException
 
+from biovita.detection import to_utc
 from server_sync.records import Cursor, DetectionFilter, ReviewError, ReviewFilter
 
 FILTER_FIELDS = ("site", "device", "species", "from", "to", "score_min", "score_max", "review")
@@ -63,9 +64,11 @@ def _time(text: str, name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise HTTPException(400, f"{name}: {text!r} is not a time like 2024-05-01T04:00") from None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+        return to_utc(value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value)
+    except ValueError as err:  # not a time, or one outside the range once in UTC
+        raise HTTPException(
+            400, f"{name}: {text!r} is not a time like 2024-05-01T04:00 ({err})"
+        ) from None
 
 
 def _time_text(value: datetime | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
@@ -15,6 +16,7 @@ from markupsafe import Markup
 from biovita.errors import BiovitaError
 from server_sync.auth import DUMMY_HASH, Session, verify_password
 from server_sync.charts import daily_counts_svg
+from server_sync.clip_bounds import measure_clip
 from server_sync.records import DetectionFilter, ReviewError, ReviewFilter, User, Verdict
 from server_sync.spectrogram import spectrogram_png
 from server_sync.thresholds import suggest_threshold, thresholds_toml
@@ -27,7 +29,7 @@ from server_sync.web.security import (
     session_of,
     start_session,
 )
-from server_sync.web.views import device_state, species_rows
+from server_sync.web.views import clock_note, device_state, species_rows
 
 MAX_NOTE = 2000
 PAGE_SIZE = 50
@@ -102,14 +104,19 @@ def login(
             error="Wrong user name or password.",
         )
     ctx.logins.succeeded(address, username)
-    lifetime = ctx.settings.session_hours * 3600
-    start_session(request, Session.for_user(user.username, user.role.value, lifetime))
+    session = Session.for_user(user.username, user.role.value, ctx.settings.session_hours * 3600)
+    ctx.store.start_session(
+        session.session_id, user, datetime.fromtimestamp(session.expires, timezone.utc)
+    )
+    start_session(request, session)
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
 @router.post("/logout")
-def logout(request: Request, csrf_token: Annotated[str, Form()] = ""):
+def logout(request: Request, ctx: Ctx, csrf_token: Annotated[str, Form()] = ""):
     check_csrf(request, csrf_token)
+    if session_of(request).session_id:
+        ctx.store.end_session(session_of(request).session_id)
     start_session(request, Session.anonymous())
     return RedirectResponse("/login", status_code=303)
 
@@ -226,6 +233,10 @@ def clip_file(ctx: Ctx, user: CurrentUser, clip_id: str):
     path = ctx.clips.resolve(clip.path)
     if not path.is_file():
         raise HTTPException(410, "the clip file is gone from the clip store")
+    try:  # the browser would decode it all: a long one costs the reviewer's machine, too
+        measure_clip(path, ctx.clips.limits)
+    except BiovitaError as err:
+        raise HTTPException(422, f"cannot play this clip: {err}") from None
     return FileResponse(
         path,
         media_type="audio/flac",
@@ -242,7 +253,7 @@ def spectrogram(ctx: Ctx, user: CurrentUser, clip_id: str):
     cached = ctx.cache_dir / "spectrograms" / f"{clip.sha256}.png"
     if not cached.exists():
         try:
-            png = spectrogram_png(ctx.clips.resolve(clip.path))
+            png = spectrogram_png(ctx.clips.resolve(clip.path), ctx.clips.limits)
         except BiovitaError as err:
             raise HTTPException(422, f"cannot draw this clip: {err}") from None
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -303,7 +314,7 @@ def species_page(request: Request, ctx: Ctx, user: CurrentUser, species_id: str)
 
 @router.get("/fleet")
 def fleet(request: Request, ctx: Ctx, user: CurrentUser):
-    devices = [(d, device_state(d)) for d in ctx.store.devices()]
+    devices = [(d, device_state(d), clock_note(d)) for d in ctx.store.devices()]
     return render(request, "fleet.html", user=user, devices=devices)
 
 

@@ -74,10 +74,11 @@ def start_session(request: Request, session: Session) -> None:
 
 
 def require_user(request: Request, ctx: WebContext = Depends(get_context)) -> User:
-    """The logged-in user, re-read from the store: a removed user or changed role applies now."""
+    """The logged-in user, re-read from the store with the session: a logout, password reset,
+    role change or removal ends it at once."""
     session = session_of(request)
-    user = ctx.store.user(session.username) if session.username else None
-    if user is None:
+    user = ctx.store.session_user(session.session_id) if session.session_id else None
+    if user is None or user.username != session.username:
         raise LoginRequired()
     return user
 

@@ -10,6 +10,7 @@ from server_sync.store import Store
 from server_sync.thresholds import Suggestion, suggest_threshold
 
 STALE_AFTER_S = 15 * 60  # no message for this long: shown as stale even if "online"
+CLOCK_AHEAD_FLAG_S = 60.0  # a status further ahead of the server's clock is flagged
 
 
 def detection_json(row: StoredDetection) -> dict:
@@ -78,10 +79,22 @@ def device_state(device: DeviceRow, now: datetime | None = None) -> str:
     return "online"
 
 
+def clock_note(device: DeviceRow) -> str | None:
+    """A warning when the device's clock ran ahead of the server's (its times were capped)."""
+    ahead = device.clock_ahead_s or 0.0
+    if ahead <= CLOCK_AHEAD_FLAG_S:
+        return None
+    for unit, seconds in (("days", 86400), ("h", 3600), ("min", 60)):
+        if ahead >= seconds:
+            return f"clock {ahead / seconds:.0f} {unit} ahead"
+    return None
+
+
 def device_json(device: DeviceRow) -> dict:
     values = {k: getattr(device, k) for k in device.__dataclass_fields__}
     for k, v in values.items():
         if isinstance(v, datetime):
             values[k] = v.isoformat()
     values["state"] = device_state(device)
+    values["clock_note"] = clock_note(device)
     return values

@@ -177,3 +177,31 @@ def test_times_are_normalised_to_utc():
     )
     assert again.start_utc == datetime(2026, 5, 17, 4, 30, tzinfo=timezone.utc)
     assert again.start_utc.tzinfo == timezone.utc
+
+
+EDGE_TIMES = ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00")
+
+
+def _envelope(schema: str, **fields) -> bytes:
+    return json.dumps({"schema": schema, "schema_version": 1, "device_id": "d", **fields}).encode()
+
+
+@pytest.mark.parametrize("when", EDGE_TIMES)
+@pytest.mark.parametrize(
+    ("model", "payload"),
+    [
+        (DetectionBatch, lambda t: _payload(sent_utc=t)),
+        (DetectionBatch, lambda t: _detection(start_utc=t, end_utc=t)),
+        (DeviceStatus, lambda t: _envelope("biovita.status", site_id="s", online=True, sent_utc=t)),
+        (DeviceStatus, lambda t: _envelope("biovita.status", site_id="s", online=True,
+                                           last_detection_utc=t)),
+        (Ack, lambda t: _envelope("biovita.acks", stored_utc=t)),
+    ],
+)  # fmt: skip
+def test_times_past_the_range_once_in_utc_are_invalid_not_an_overflow(model, payload, when):
+    """Valid ISO-8601 whose UTC lies outside datetime's range: a reasoned refusal, never an
+    OverflowError (which escaped decode and killed the server's network thread)."""
+    with pytest.raises(WireFormatError) as err:
+        decode(payload(when), model)
+    assert err.value.reason == "invalid"
+    assert "range" in str(err.value)

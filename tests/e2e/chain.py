@@ -275,6 +275,9 @@ class ServerDb:
     def dead_letters(self) -> list[tuple[str, str]]:
         return self._rows("SELECT reason, topic FROM dead_letters ORDER BY id")
 
+    def dead_letter_counts(self) -> dict[str, int]:
+        return dict(self._rows("SELECT reason, SUM(count) FROM dead_letters GROUP BY reason"))
+
 
 # ------------------------------------------------------------------------------ a live stream
 

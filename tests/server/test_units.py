@@ -6,17 +6,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import tomllib
 
 from biovita.detection import clip_topic, detections_topic, encode, status_topic, utc_now
 from biovita.errors import ConfigError
 from server_sync.auth import Session, SessionSigner, hash_password, verify_password
 from server_sync.charts import daily_counts_svg
-from server_sync.config import load_settings
+from server_sync.config import LimitSettings, load_settings
 from server_sync.intake import ClipIn, DetectionsIn, Ignored, classify
+from server_sync.rate import DeviceRateLimiter
 from server_sync.records import DeadLetter, ReviewedScore
 from server_sync.thresholds import suggest_threshold, thresholds_toml
 from server_sync.throttle import MAX_KEYS, LoginThrottle
 from tests.server.factories import batch, detection
+from tests.server.seed import flac_bytes, silent_flac
 
 
 def _scores(pairs):
@@ -49,6 +52,16 @@ def test_thresholds_toml_quotes_keys():
     assert thresholds_toml([s]) == '[classify.species_thresholds]\n"odd \\"id\\"" = 0.9000\n'
 
 
+@pytest.mark.parametrize(
+    "species_id",
+    ["\U0001f989 owl", "sp_\U00020000", "del\x7fchar", 'quote " and \\', "line\nbreak", "\ud800"],
+)
+def test_thresholds_toml_is_valid_toml_for_any_species_id(species_id):
+    toml = thresholds_toml([suggest_threshold(species_id, _scores([(0.9, True)] * 5))])
+    (key,) = tomllib.loads(toml)["classify"]["species_thresholds"]
+    assert key == species_id.replace("\ud800", "\ufffd")
+
+
 def test_passwords_and_sessions():
     stored = hash_password("a good password")
     assert verify_password("a good password", stored)
@@ -74,12 +87,61 @@ def test_intake_classifies_every_kind_of_message():
     )
     spoof = classify(detections_topic("site-a", "dev-9"), encode(good), now)
     assert isinstance(spoof, DeadLetter) and spoof.reason == "topic_mismatch"
-    clip = classify(clip_topic("site-a", "dev-1", "c-1"), b"fLaC\x00\x00", now)
+    clip = classify(clip_topic("site-a", "dev-1", "c-1"), flac_bytes(), now)
     assert isinstance(clip, ClipIn) and clip.clip_id == "c-1"
+    assert classify(clip_topic("site-a", "dev-1", "c-2"), b"fLaC\x00\x00", now).reason == "not_flac"
     assert classify("biovita/v1/site-a/dev-1/clips/bad+id", b"fLaC", now).reason == "bad_topic"
     assert classify("elsewhere/x", b"{}", now).reason == "bad_topic"
     assert classify("biovita/v1/site-a/dev-1/acks", b"{}", now).reason == "bad_topic"
     assert isinstance(classify(status_topic("site-a", "dev-1"), b"", now), Ignored)
+
+
+def test_clips_are_bounded_by_what_they_decode_to_not_their_size():
+    """89 KB of FLAC holds 30 minutes of silence: refused by its decoded length."""
+    now, topic = utc_now(), clip_topic("site-a", "dev-1", "c-1")
+    long = silent_flac(30 * 60)
+    assert len(long) < 100_000
+    letter = classify(topic, long, now)
+    assert isinstance(letter, DeadLetter) and letter.reason == "clip_too_long"
+    assert "1800.0 s is longer than the 120 s limit" in letter.error
+    tight = LimitSettings(max_clip_seconds=1.5)
+    assert classify(topic, flac_bytes(2.0), now, tight).reason == "clip_too_long"
+    assert isinstance(classify(topic, flac_bytes(1.0), now, tight), ClipIn)
+    fast = silent_flac(1.0, rate=192_000)
+    assert classify(topic, fast, now).reason == "clip_bounds"
+    assert isinstance(classify(topic, fast, now, LimitSettings(max_clip_rate_hz=192_000)), ClipIn)
+    stereo = silent_flac(1.0, channels=3)
+    assert classify(topic, stereo, now).reason == "clip_bounds"
+
+
+def test_limits_are_config_keys(tmp_path):
+    config = tmp_path / "server.toml"
+    config.write_text(
+        "[limits]\nmax_clip_seconds = 45\nmax_clip_rate_hz = 48000\nmax_clip_channels = 1\n"
+        "clip_bytes_per_device_day = 1000\ndead_letters_per_device_reason = 7\n"
+        "messages_per_device_minute = 30\n"
+    )
+    limits = load_settings(config, environ={}).limits
+    assert limits == LimitSettings(
+        max_clip_seconds=45,
+        max_clip_rate_hz=48000,
+        max_clip_channels=1,
+        clip_bytes_per_device_day=1000,
+        dead_letters_per_device_reason=7,
+        messages_per_device_minute=30,
+    )
+    config.write_text("[limits]\nmessages_per_device_minute = 0\n")
+    with pytest.raises(ConfigError, match="messages_per_device_minute"):
+        load_settings(config, environ={})
+
+
+def test_the_rate_limiter_allows_a_minutes_burst_then_refills_per_device():
+    now = [0.0]
+    limiter = DeviceRateLimiter(per_minute=6, clock=lambda: now[0])
+    assert [limiter.allow("s/a") for _ in range(7)] == [True] * 6 + [False]
+    assert limiter.allow("s/b")  # another device has its own bucket
+    now[0] = 20.0  # a token every 10 s
+    assert [limiter.allow("s/a") for _ in range(3)] == [True, True, False]
 
 
 def test_settings_precedence_file_env_flags(tmp_path):

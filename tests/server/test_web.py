@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import tracemalloc
+from datetime import datetime, timezone
 
+import httpx
 import pytest
 import tomllib
 from fastapi.testclient import TestClient
 
-from biovita.detection import detections_topic
-from server_sync.records import DeadLetter, IngestUnit, Verdict
-from server_sync.web.app import create_app
+from biovita.detection import detections_topic, utc_now
+from server_sync.auth import hash_password
+from server_sync.config import WebSettings
+from server_sync.records import Clip, DeadLetter, IngestUnit, Role, User, Verdict
+from server_sync.web.app import create_app, uvicorn_options
 from server_sync.web.security import COOKIE
-from tests.server.seed import PASSWORDS, seed
+from tests.server.factories import status
+from tests.server.live import LiveServer
+from tests.server.seed import PASSWORDS, seed, silent_flac
 
 
 @pytest.fixture
@@ -220,6 +229,27 @@ def test_clip_and_spectrogram_are_served(app, world):
     assert client.get("/clips/nope").status_code == 404
 
 
+def test_a_clip_that_decodes_too_long_is_refused_before_it_is_decoded(app, world, sqlite_store):
+    """A clip stored before the bound (or under a looser one): the spectrogram once decoded all
+    30 minutes of it (1 GB in the review app); now both routes refuse it from its header."""
+    relative = world.clips.relative_path("clip-long", "dev-1", utc_now())
+    sha = world.clips.write(relative, silent_flac(30 * 60))
+    sqlite_store.ingest(
+        IngestUnit(clips=[Clip("clip-long", "dev-1", "site-a", relative, 1, sha, utc_now())])
+    )
+    client = login(app)
+    tracemalloc.start()
+    try:
+        picture = client.get("/clips/clip-long/spectrogram.png")
+        audio = client.get("/clips/clip-long")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert picture.status_code == 422 and "longer than the 120 s limit" in picture.text
+    assert audio.status_code == 422 and "cannot play this clip" in audio.text
+    assert peak < 32 << 20, f"{peak / 1e6:.0f} MB allocated to refuse it"
+
+
 def test_fleet_stats_and_admin_only_dead_letters(app, sqlite_store):
     sqlite_store.ingest(
         IngestUnit(
@@ -245,3 +275,99 @@ def test_security_headers(app):
     assert response.headers["x-frame-options"] == "DENY"
     cookie = response.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["0001-01-01T00:00+01:00", "9999-12-31T23:59-01:00", "2024-13-01T00:00", "10000-01-01"],
+)
+@pytest.mark.parametrize("field", ["from", "to"])
+def test_bad_or_out_of_range_filter_dates_are_a_400_that_names_the_field(app, field, when):
+    ann = login(app)
+    for path in ("/detections", "/api/detections"):
+        response = ann.get(path, params={field: when})
+        assert response.status_code == 400, (path, response.text[:300])
+        assert field in response.text
+
+
+def test_a_cursor_out_of_range_is_a_400(app):
+    raw = json.dumps(["0001-01-01T00:00:00+01:00", "x"]).encode()
+    token = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    assert login(app).get("/api/detections", params={"after": token}).status_code == 400
+
+
+def test_the_fleet_flags_a_device_whose_clock_ran_ahead(app, sqlite_store):
+    now = utc_now()
+    ahead = status("dev-9", sent_utc=datetime(2099, 1, 1, tzinfo=timezone.utc))
+    sqlite_store.ingest(IngestUnit(statuses=[(ahead, now)]))
+    ann = login(app)
+    row = next(d for d in ann.get("/api/fleet").json()["devices"] if d["device_id"] == "dev-9")
+    assert row["clock_note"].startswith("clock ") and row["clock_note"].endswith("days ahead")
+    assert row["status_sent_utc"] == now.isoformat()
+    assert "days ahead" in ann.get("/fleet").text
+
+
+@pytest.mark.parametrize(
+    ("trusted", "limited"), [([], True), (["127.0.0.1"], False)], ids=["no-proxy", "proxy"]
+)
+def test_the_login_throttle_counts_the_tcp_peer_unless_a_proxy_is_configured(
+    sqlite_store, world, tmp_path, trusted, limited
+):
+    """uvicorn believes X-Forwarded-For from 127.0.0.1 by default: a client on the host could
+    rotate it past the throttle. Only a configured proxy's header is believed now."""
+    settings = WebSettings(trusted_proxies=trusted)
+    app = create_app(sqlite_store, world.clips, world.catalogue, b"k" * 32, settings, tmp_path)
+    with LiveServer(app, uvicorn_options(settings)) as live, httpx.Client(base_url=live.url) as c:
+        codes = []
+        for n in range(8):
+            form = c.get("/login")
+            codes.append(
+                c.post(
+                    "/login",
+                    data={"username": "ann", "password": "wrong", "csrf_token": _csrf(form.text)},
+                    headers={"X-Forwarded-For": f"203.0.113.{n}"},
+                ).status_code
+            )
+    assert (429 in codes) == limited, codes
+    assert codes[:5] == [400] * 5
+
+
+def _logout(client: TestClient) -> None:
+    token = _csrf(client.get("/detections").text)
+    assert (
+        client.post("/logout", data={"csrf_token": token}, follow_redirects=False).status_code
+        == 303
+    )
+
+
+def _replay(app, cookie: str) -> int:
+    """A client that kept an old cookie (copied, stolen, or a second browser tab)."""
+    other = TestClient(app)
+    other.cookies.set(COOKIE, cookie)
+    return other.get("/api/stats").status_code
+
+
+def test_logout_ends_the_session_on_the_server_not_just_in_the_browser(app):
+    client = login(app)
+    cookie = client.cookies[COOKIE]
+    assert _replay(app, cookie) == 200
+    _logout(client)
+    assert _replay(app, cookie) == 401
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda store: store.put_user(User("ann", hash_password("a-new-password"), Role.REVIEWER, utc_now())),
+        lambda store: store.put_user(User("ann", store.user("ann").password_hash, Role.ADMIN, utc_now())),
+        lambda store: store.delete_user("ann"),
+        lambda store: (store.delete_user("ann"), store.put_user(User("ann", hash_password(PASSWORDS["ann"]), Role.ADMIN, utc_now()))),
+    ],
+    ids=["password-reset", "role-change", "removal", "removed-and-added-again"],
+)  # fmt: skip
+def test_a_reset_role_change_or_removal_ends_every_session_of_that_user(app, sqlite_store, change):
+    ann, again = login(app), login(app)
+    cookies = [ann.cookies[COOKIE], again.cookies[COOKIE]]
+    change(sqlite_store)
+    assert [_replay(app, c) for c in cookies] == [401, 401]
+    assert ann.get("/detections", follow_redirects=False).status_code == 303  # to the login
