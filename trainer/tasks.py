@@ -138,13 +138,12 @@ class VitaTask(nn.Module):
         if self.ramp is None:
             return {"loss": atc, "loss_atc": atc}
         weights = self.ramp.weights(step)
+        # Only clips whose species has images pair with one; ranks may hold different numbers
+        # (contrastive gathers them all, and with none anywhere is a zero touching its scale).
         has_image = (batch.images >= 0).to(device)
-        if int(has_image.sum()) >= 2:
-            images = self.image_bank[batch.images.to(device)[has_image]]
-            aic = contrastive(audio[has_image], images, self.vita.aic_scale(), species[has_image])
-            itc = contrastive(images, texts[has_image], self.vita.itc_scale(), species[has_image])
-        else:  # no pairs: zero terms that still touch the scales, so DDP sees every parameter
-            aic = itc = 0.0 * (self.vita.aic_scale() + self.vita.itc_scale())
+        images = self.image_bank[batch.images.to(device)[has_image]]
+        aic = contrastive(audio[has_image], images, self.vita.aic_scale(), species[has_image])
+        itc = contrastive(images, texts[has_image], self.vita.itc_scale(), species[has_image])
         loss = atc + weights["aic"] * aic + weights["itc"] * itc
         return {"loss": loss, "loss_atc": atc, "loss_aic": aic, "loss_itc": itc}
 
