@@ -232,7 +232,8 @@ class EpochSampler:
                 image = own[rng.integers(len(own))] if own else -1
                 window = self.data.window(item, rng if self.augment else None)
                 if self.augment:  # recorders differ in gain by tens of dB
-                    window = window * np.float32(10 ** (rng.uniform(-12, 6) / 20))
+                    gain = np.float32(10 ** (rng.uniform(-12, 6) / 20))
+                    window = np.clip(window * gain, -1.0, 1.0)  # a recorder clips, never exceeds
                 pcm.append(window)
                 clips.append(item)
             else:
