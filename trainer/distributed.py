@@ -2,17 +2,23 @@
 
 ``gather_rows`` is how the contrastive losses see global negatives: every rank's embeddings,
 concatenated in rank order, with the gradient flowing back to the rank that made each row.
+``map_rows`` is how frozen-tower caches, quick evaluations and the species bank are computed:
+each rank embeds one share of the items on its own device and every rank gets all the rows, so
+no rank sits at a barrier while another does the whole job (a ViT-L/14 image took 2.47 s on a
+CPU: rank 0 alone embedding a bank's images outlived the collective watchdog).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 from torch import distributed as dist
 from torch.distributed.nn import functional as dist_nn
+from tqdm import tqdm
 
 DEFAULT_TIMEOUT_S = 1800.0  # a collective's watchdog; torch's default is 10 min (NCCL) / 30 (gloo)
 
@@ -90,11 +96,58 @@ def gather_rows(*tensors: torch.Tensor) -> tuple[list[torch.Tensor], int]:
     return gathered, sum(counts[:rank])
 
 
+def _rank() -> int:
+    return dist.get_rank() if world_size() > 1 else 0
+
+
+@torch.no_grad()
+def map_rows(
+    embed: Callable[[Sequence], torch.Tensor],
+    items: Sequence,
+    batch_size: int = 256,
+    desc: str | None = None,
+    across_ranks: bool = True,
+) -> torch.Tensor:
+    """``embed`` over ``items`` in batches, ``[len(items), ...]`` in item order, on every rank.
+
+    Under a process group each rank takes one contiguous share (``items`` may be lazy: a share is
+    ``items[start:end]`` sliced batch by batch, so a rank decodes only its own), and the rows are
+    gathered. ``embed`` returns one row per item on the caller's device. A collective: every rank
+    must call it, with the same ``items`` (``across_ranks=False``: this process does them all).
+    """
+    n = len(items)
+    ranks, rank = (world_size(), _rank()) if across_ranks else (1, 0)
+    if n == 0:
+        raise ValueError("map_rows: no items to embed")
+    share = -(-n // ranks)
+    start, end = min(n, rank * share), min(n, (rank + 1) * share)
+    starts = range(start, end, batch_size)
+    bar = tqdm(starts, desc=desc, disable=desc is None or rank != 0, leave=False)
+    rows = [embed(items[i : min(i + batch_size, end)]) for i in bar]
+    local = torch.cat(rows) if rows else None
+    if ranks == 1:
+        return local
+    # A rank with no share (fewer items than ranks) still takes part: it learns the row shape.
+    like = [None] * ranks
+    dist.all_gather_object(like, None if local is None else (local.shape[1:], local.dtype))
+    shape, dtype = next(x for x in like if x is not None)
+    if local is None:
+        local = torch.empty((0, *shape), dtype=dtype, device=_device_of_group())
+    (gathered,), _ = gather_rows(local)
+    return gathered
+
+
+def _device_of_group() -> torch.device:
+    if dist.get_backend() == dist.Backend.NCCL:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def setup(timeout_s: float = DEFAULT_TIMEOUT_S) -> DistContext:
     """Join the process group torchrun describes in the environment, if any.
 
     ``timeout_s`` is how long a collective may wait for the slowest rank before the watchdog
-    ends the run (``train.timeout_s`` in the recipe).
+    ends the run (``distributed.timeout_s`` in the recipe).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available()

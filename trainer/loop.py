@@ -129,6 +129,11 @@ def train(
     state_path = Path(state_path)
     task.to(dist.device)
     precision = autocast_dtype(config.amp, dist.device)
+    if dist.enabled:
+        # Non-persistent buffers are constants and caches every rank computes itself (the DFT
+        # kernels, a task's image bank): DDP must not re-broadcast them on every forward.
+        rank_local = sorted(set(dict(task.named_buffers())) - set(task.state_dict()))
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(task, rank_local)
     model = DistributedDataParallel(task) if dist.enabled else task
     optimizer = torch.optim.AdamW(task.param_groups(config.lr), weight_decay=config.weight_decay)
     for group in optimizer.param_groups:

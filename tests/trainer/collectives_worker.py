@@ -1,10 +1,13 @@
-"""Run under torchrun: contrastive losses with global negatives, each rank on its slice of a batch.
+"""Run under torchrun: the trainer's collectives on two ranks.
 
-Usage: python -m torch.distributed.run --standalone --nproc_per_node 2 global_negatives_worker.py OUT
+Usage: python -m torch.distributed.run --standalone --nproc_per_node 2 collectives_worker.py OUT
 
-Each case's global batch is split unevenly over the ranks (one case leaves rank 1 empty); every rank
-writes its loss and its DDP-averaged gradients to OUT/rank<r>.pt. The test computes the same case
-in one process on the whole batch and compares.
+- Contrastive losses with global negatives: each case's global batch is split unevenly over the
+  ranks (one case leaves rank 1 empty); every rank records its loss and DDP-averaged gradients.
+- ``map_rows``: items embedded in shares (one case has fewer items than ranks); every rank records
+  the rows it got back.
+
+Each rank writes OUT/rank<r>.pt; the test computes the same in one process and compares.
 """
 
 import sys
@@ -16,6 +19,7 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from trainer import distributed
+from trainer.distributed import map_rows
 from trainer.losses import LogitScale, contrastive
 
 # name -> (rows per rank, labelled?)
@@ -52,6 +56,14 @@ def rank_slice(case: str, rank: int) -> slice:
     return slice(sum(sizes[:rank]), sum(sizes[: rank + 1]))
 
 
+# items -> rows: each row names its item, so order and completeness both show
+MAP_CASES = {"uneven": 7, "fewer_items_than_ranks": 1}
+
+
+def item_rows(items) -> torch.Tensor:
+    return torch.tensor([[float(i), float(i) ** 2] for i in items])
+
+
 def grads(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.grad.detach().clone() for name, p in model.named_parameters()}
 
@@ -70,6 +82,8 @@ def main(out: Path) -> None:
         # The loss each rank logs is the mean over ranks (trainer.loop's dist.mean).
         logged = dist.mean({"loss": loss.item()})["loss"]
         report[case] = {"loss": logged, "grads": grads(towers)}
+    for case, n in MAP_CASES.items():
+        report[f"map_{case}"] = map_rows(item_rows, range(n), batch_size=2)
     torch.save(report, out / f"rank{dist.rank}.pt")
     distributed.teardown()
 

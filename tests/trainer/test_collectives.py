@@ -1,18 +1,28 @@
-"""Global negatives: two gloo processes, each with part of a batch, give the loss and gradients
-of one process on the whole batch (DDP's gradient average included)."""
+"""The trainer's collectives on two gloo processes.
+
+Global negatives: two ranks, each with part of a batch, give the loss and gradients of one process
+on the whole batch (DDP's gradient average included). ``map_rows``: every rank gets every item's
+row, in item order, each rank having embedded only its share."""
 
 import pytest
 import torch
 
-from tests.trainer.global_negatives_worker import CASES, Towers, global_batch, grads
+from tests.trainer.collectives_worker import (
+    CASES,
+    MAP_CASES,
+    Towers,
+    global_batch,
+    grads,
+    item_rows,
+)
 
 from .torchrun import run_torchrun
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("global_negatives")
-    run_torchrun("global_negatives_worker.py", out)
+    out = tmp_path_factory.mktemp("collectives")
+    run_torchrun("collectives_worker.py", out)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
 
@@ -38,3 +48,10 @@ def test_per_rank_negatives_would_give_other_gradients(ranks):
     xa, xb, labels = global_batch("species")
     towers(xa[:5], xb[:5], labels[:5]).backward()
     assert not torch.allclose(grads(towers)["a.weight"], ranks[0]["species"]["grads"]["a.weight"])
+
+
+@pytest.mark.parametrize("case", list(MAP_CASES))
+def test_map_rows_gives_every_rank_all_rows_in_order(ranks, case):
+    expected = item_rows(range(MAP_CASES[case]))
+    for rank in ranks:
+        torch.testing.assert_close(rank[f"map_{case}"], expected, rtol=0, atol=0)
