@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_torchrun(worker: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``tests/trainer/<worker> ARGS...`` on two processes; fails with their stderr."""
+    """Run ``tests/trainer/<worker> ARGS...`` on two processes (``worker="-m"``: the module
+    ``ARGS[0]``, e.g. ``trainer.cli``); fails with their stderr."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [
         sys.executable,
@@ -18,7 +19,7 @@ def run_torchrun(worker: str, *args, timeout: float = 300) -> subprocess.Complet
         "--standalone",
         "--nproc_per_node",
         "2",
-        str(ROOT / "tests" / "trainer" / worker),
+        worker if worker == "-m" else str(ROOT / "tests" / "trainer" / worker),
         *map(str, args),
     ]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
