@@ -30,6 +30,9 @@ class DataConfig(_Strict):
     taxa: Path | None = Field(None, description="taxa table; default: taxa.csv by the manifest")
     train_splits: list[str] = ["train"]
     eval_split: str = Field("test", description="held-out clips for the quick evaluation")
+    cache_audio: bool = Field(
+        True, description="keep decoded clips in RAM (false at scale: decode on demand)"
+    )
 
 
 class ModelConfig(_Strict):

@@ -51,6 +51,12 @@ class LoopConfig(BaseModel):
     lr_floor: float = Field(0.02, ge=0, le=1, description="final LR as a fraction of the peak")
     clip_grad_norm: float = Field(1.0, gt=0)
     per_species: int = Field(20, ge=1, description="clips (or images) per species per epoch")
+    min_per_species: int = Field(
+        5, ge=1, description="a species with fewer items is oversampled to this many per epoch"
+    )
+    loader_workers: int = Field(
+        0, ge=0, description="DataLoader processes decoding batches (0: in the training process)"
+    )
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     amp: Literal["auto", "off", "fp16", "bf16"] = Field(
@@ -177,6 +183,7 @@ def train(
             save_checkpoint(state_path, STATE_KIND, {"task": task.name}, state)
         dist.barrier()
 
+    batches = task.sampler.stream(config.loader_workers)
     started, last = time.perf_counter(), {}
     bar = tqdm(total=config.steps, initial=step, desc=task.name, disable=not dist.is_main)
     task.train()
@@ -187,7 +194,7 @@ def train(
         before = {name: b.detach().clone() for name, b in statistics.items()}
         totals: dict[str, float] = {"nonfinite_input": 0.0}
         for micro in range(config.grad_accum):
-            batch = task.sampler.next_batch()
+            batch = next(batches)
             totals["nonfinite_input"] += 0.0 if _finite(batch) else 1.0
             # Only the last micro-batch all-reduces gradients; the others accumulate locally.
             last_micro = micro == config.grad_accum - 1
@@ -223,6 +230,7 @@ def train(
         if step % config.checkpoint_every == 0 or step == config.steps:
             save_state()
     bar.close()
+    batches.close()  # stops the loader workers
     task.eval()
     if metrics and step == config.steps:
         metrics.finish(title=task.name)

@@ -60,7 +60,11 @@ def load_data(cfg: TrainConfig, splits: list[str] | None = None, image_splits=No
     if cfg.data.manifest is None:
         raise ConfigError("no training data given", hint="pass --world DIR or --manifest CSV")
     return load_species_data(
-        cfg.data.manifest, splits or cfg.data.train_splits, cfg.data.taxa, image_splits
+        cfg.data.manifest,
+        splits or cfg.data.train_splits,
+        cfg.data.taxa,
+        image_splits,
+        cache_audio=cfg.data.cache_audio,
     )
 
 
@@ -99,7 +103,14 @@ def new_audio_teacher(cfg: TrainConfig, embed_dim: int) -> AudioTeacher | CnnAud
 
 def _sampler(data: SpeciesData, loop: LoopConfig, dist: DistContext, unit="clips") -> EpochSampler:
     return EpochSampler(
-        data, loop.batch_size, loop.per_species, loop.seed, dist.rank, dist.world_size, unit
+        data,
+        loop.batch_size,
+        loop.per_species,
+        loop.seed,
+        dist.rank,
+        dist.world_size,
+        unit,
+        min_per_species=loop.min_per_species,
     )
 
 

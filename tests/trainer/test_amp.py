@@ -11,15 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from biovita.frontend import FrontendSpec
-from biovita.taxonomy import Taxon
-from trainer.data import Clip, EpochSampler, SpeciesData
+from trainer.data import EpochSampler
 from trainer.loop import LoopConfig, train
 from trainer.losses import cosine_distill
 from trainer.models.compact import CompactAudioTower, CompactConfig
 from trainer.models.frontend import LogMel
 
-SPEC = FrontendSpec()
+from .tones import SPEC, tone, tone_data
+
 CUDA = pytest.param(
     "cuda",
     marks=[
@@ -27,11 +26,6 @@ CUDA = pytest.param(
         pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine"),
     ],
 )
-
-
-def tone(amplitude: float, hz: float = 1000.0) -> np.ndarray:
-    t = np.arange(SPEC.window_samples) / SPEC.sample_rate
-    return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
 
 
 LOUD = 2.0  # a full-scale tone after +6 dB of gain (the sampler draws up to +6 dB)
@@ -79,20 +73,8 @@ def test_a_loud_window_leaves_batchnorm_statistics_finite(device, dtype):
     assert stats and all(torch.isfinite(s).all() for s in stats)
 
 
-def _data(amplitude: float = 1.0, n_species: int = 2, clips: int = 3) -> SpeciesData:
-    taxa = [
-        Taxon(species_id=f"s{i}", scientific_name=f"Genus species{i}") for i in range(n_species)
-    ]
-    made = [
-        Clip(s, f"tone{s}-{k}", lambda s=s, k=k: tone(amplitude, 500.0 * (s + 1) + 10 * k))
-        for s in range(n_species)
-        for k in range(clips)
-    ]
-    return SpeciesData(taxa, made)
-
-
 def test_augmented_windows_are_clipped_to_full_scale():
-    sampler = EpochSampler(_data(amplitude=1.0), batch_size=6, seed=0)
+    sampler = EpochSampler(tone_data(amplitude=1.0), batch_size=6, seed=0)
     pcm = torch.cat([sampler.next_batch().pcm for _ in range(8)])
     assert pcm.abs().max() == 1.0  # some gains above 0 dB reached full scale, none went past
 
@@ -138,7 +120,7 @@ class ToneTask(nn.Module):
 
 def _run(tmp_path, name, poison, stop_after=None, amp="off") -> tuple[ToneTask, list[dict]]:
     cfg = LoopConfig(steps=2, batch_size=4, warmup_steps=0, log_every=1, amp=amp)
-    task = ToneTask(EpochSampler(_data(), cfg.batch_size, seed=0), 2, poison)
+    task = ToneTask(EpochSampler(tone_data(), cfg.batch_size, seed=0), 2, poison)
     train(task, cfg, tmp_path / name / "state.pt", tmp_path / name / "m.jsonl", None, stop_after)
     lines = (tmp_path / name / "m.jsonl").read_text().splitlines()
     return task, [json.loads(line) for line in lines]

@@ -1,5 +1,5 @@
 """Every stage (0, 1, 2, distill, bank) of ``biovita-train pipeline`` under
-``torchrun --nproc_per_node 2`` (gloo), on the tiny world at a few steps per stage.
+``torchrun --nproc_per_node 2`` (gloo), on the tiny world at a few steps per stage (Stage 1 with a DataLoader worker per rank).
 
 The quick evaluations and the bank are computed by both ranks, each a share, and gathered: what
 rank 0 wrote must equal one process's evaluation of the same checkpoints.
@@ -25,6 +25,8 @@ pytestmark = pytest.mark.slow
 
 SHORT = [f"{stage}.loop.steps=2" for stage in ("stage0", "stage1", "stage2", "distill")]
 SHORT += ["stage2.ramp_steps=1", "distributed.timeout_s=300"]
+# Stage 1 streams from disk: one loader worker per rank, clips decoded on demand, none kept.
+SHORT += ["stage1.loop.loader_workers=1", "data.cache_audio=false"]
 
 
 @pytest.fixture(scope="module")
