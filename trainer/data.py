@@ -118,11 +118,9 @@ def _species_index(taxa: list[Taxon], where: str) -> Callable[[str], int]:
 
 
 def _segment_loader(row: ManifestRow, sample_rate: int) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        pcm, _ = load_audio(row.audio_path, sample_rate)
-        start = int(round((row.start_s or 0.0) * sample_rate))
-        end = len(pcm) if row.end_s is None else int(round(row.end_s * sample_rate))
-        return np.ascontiguousarray(pcm[start:end])
+    def load() -> np.ndarray:  # only the segment is decoded, then resampled
+        pcm, _ = load_audio(row.audio_path, sample_rate, start_s=row.start_s, end_s=row.end_s)
+        return np.ascontiguousarray(pcm)
 
     return load
 
