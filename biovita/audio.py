@@ -60,14 +60,29 @@ def check_finite(samples: np.ndarray, source: str = "audio") -> np.ndarray:
 
 
 def load_audio(
-    path: str | Path, sample_rate: int | None = None, channel: int | None = None
+    path: str | Path,
+    sample_rate: int | None = None,
+    channel: int | None = None,
+    start_s: float | None = None,
+    end_s: float | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Decode a file to mono float32 at ``sample_rate`` (native rate when None)."""
+    """Decode a file to mono float32 at ``sample_rate`` (native rate when None).
+
+    ``start_s`` / ``end_s`` decode only that segment (a 3-s training clip of a long recording
+    need not decode the whole file).
+    """
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"audio file {path} does not exist", hint="check the path")
     try:
-        samples, native_rate = soundfile.read(path, dtype="float32", always_2d=True)
+        with soundfile.SoundFile(path) as f:
+            native_rate = f.samplerate
+            start = int(round((start_s or 0.0) * native_rate))
+            stop = None if end_s is None else int(round(end_s * native_rate))
+            if start:
+                f.seek(min(start, f.frames))
+            frames = -1 if stop is None else max(0, stop - start)
+            samples = f.read(frames, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         raise AudioError(
             f"cannot decode {path}: {err}",

@@ -25,7 +25,7 @@ def text_prototypes(embedder: Embedder, data: SpeciesData) -> np.ndarray:
 
 def image_prototypes(embedder: Embedder, data: SpeciesData) -> tuple[np.ndarray, np.ndarray]:
     """``[C, D]`` mean image embedding per species (zero rows where none) and a has-image mask."""
-    all_images = embedder.images([data.image(i) for i in range(len(data.images))])
+    all_images = embedder.images(data.images)  # paths or bytes: decoded batch by batch
     protos = np.zeros((len(data.taxa), embedder.dim), np.float32)
     has = np.array([bool(own) for own in data.images_of])
     for s, own in enumerate(data.images_of):

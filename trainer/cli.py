@@ -74,7 +74,7 @@ def _load(args):
 def _stage(name: str):
     def command(args) -> int:
         cfg = _load(args)
-        dist = distributed.setup()
+        dist = distributed.setup(cfg.distributed.timeout_s)
         try:
             if name == "stage0":
                 out = run_stage0(cfg, args.out, dist)
@@ -83,7 +83,7 @@ def _stage(name: str):
             elif name == "distill":
                 out = run_distill(cfg, args.out, dist, args.init)
             else:
-                out = run_bank(cfg, args.out, args.init) if dist.is_main else None
+                out = run_bank(cfg, args.out, args.init, dist)
             if out is not None:
                 print(out)
             (args.out / "config.json").write_text(cfg.model_dump_json(indent=2), encoding="utf-8")
@@ -96,7 +96,7 @@ def _stage(name: str):
 
 def _pipeline(args) -> int:
     cfg = _load(args)
-    dist = distributed.setup()
+    dist = distributed.setup(cfg.distributed.timeout_s)
     try:
         seconds = run_pipeline(cfg, args.out, dist)
         if args.ablations:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from biovita.errors import ConfigError
 from biovita.settings import read_toml, set_dotted
+from trainer.distributed import DEFAULT_TIMEOUT_S
 from trainer.loop import LoopConfig
 from trainer.tasks import DistillWeights
 
@@ -29,6 +30,9 @@ class DataConfig(_Strict):
     taxa: Path | None = Field(None, description="taxa table; default: taxa.csv by the manifest")
     train_splits: list[str] = ["train"]
     eval_split: str = Field("test", description="held-out clips for the quick evaluation")
+    cache_audio: bool = Field(
+        True, description="keep decoded clips in RAM (false at scale: decode on demand)"
+    )
 
 
 class ModelConfig(_Strict):
@@ -113,6 +117,14 @@ class BankConfig(_Strict):
     )
 
 
+class DistributedConfig(_Strict):
+    timeout_s: float = Field(
+        DEFAULT_TIMEOUT_S,
+        gt=0,
+        description="seconds a collective waits for the slowest rank before the run is ended",
+    )
+
+
 class TrainConfig(_Strict):
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
@@ -122,6 +134,7 @@ class TrainConfig(_Strict):
     stage2: Stage2Config = Field(default_factory=Stage2Config)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     bank: BankConfig = Field(default_factory=BankConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
 
 def _parse_value(text: str) -> Any:

@@ -10,12 +10,14 @@ what an uninterrupted one would, and DDP ranks never draw the same example twice
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from biovita.audio import load_audio
 from biovita.errors import ManifestError
@@ -43,6 +45,7 @@ class SpeciesData:
     images: list[ImageSource] = field(default_factory=list)
     images_of: list[list[int]] = field(default_factory=list)  # per species: indices into images
     frontend: FrontendSpec = field(default_factory=FrontendSpec)
+    cache_audio: bool = True  # keep decoded clips in RAM; False: decode on every use
 
     def __post_init__(self) -> None:
         if not self.images_of:
@@ -62,7 +65,10 @@ class SpeciesData:
         return by_species
 
     def pcm(self, i: int) -> np.ndarray:
-        """The decoded clip, kept in RAM: a 3-s clip is 192 kB, the default world ~400 MB."""
+        """The decoded clip, kept in RAM with ``cache_audio`` (a 3-s clip is 192 kB, the default
+        world ~400 MB; 1.3 M clips would be 250 GB), else decoded from disk each time."""
+        if not self.cache_audio:
+            return self.clips[i].load()
         if i not in self._pcm:
             self._pcm[i] = self.clips[i].load()
         return self._pcm[i]
@@ -112,11 +118,9 @@ def _species_index(taxa: list[Taxon], where: str) -> Callable[[str], int]:
 
 
 def _segment_loader(row: ManifestRow, sample_rate: int) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        pcm, _ = load_audio(row.audio_path, sample_rate)
-        start = int(round((row.start_s or 0.0) * sample_rate))
-        end = len(pcm) if row.end_s is None else int(round(row.end_s * sample_rate))
-        return np.ascontiguousarray(pcm[start:end])
+    def load() -> np.ndarray:  # only the segment is decoded, then resampled
+        pcm, _ = load_audio(row.audio_path, sample_rate, start_s=row.start_s, end_s=row.end_s)
+        return np.ascontiguousarray(pcm)
 
     return load
 
@@ -127,6 +131,7 @@ def load_species_data(
     taxa_path: str | Path | None = None,
     image_splits: Sequence[str] | None = None,
     frontend: FrontendSpec | None = None,
+    cache_audio: bool = True,
 ) -> SpeciesData:
     """Clips of ``splits`` from a manifest; images of ``image_splits`` (default: the same)."""
     manifest = Path(manifest)
@@ -155,7 +160,7 @@ def load_species_data(
                 seen.add(path)
                 images_of[species(r.species_id)].append(len(images))
                 images.append(path)
-    return SpeciesData(taxa, clips, images, images_of, frontend)
+    return SpeciesData(taxa, clips, images, images_of, frontend, cache_audio)
 
 
 @dataclass
@@ -168,12 +173,16 @@ class Batch:
 
 
 class EpochSampler:
-    """A stream of batches over epochs of at most ``per_species`` items per species.
+    """A stream of batches over epochs of ``min_per_species`` to ``per_species`` items per species.
 
     Items are clips (stages 1, 2, distillation) or images (stage 0). BioVITA caps clips per species
-    per epoch (20) so abundant species do not drown rare ones. An epoch's order is a pure function
-    of (seed, epoch); with DDP each rank takes every ``world_size``-th item of it. ``state_dict``
-    is the position in that stream.
+    per epoch (20) so abundant species do not drown rare ones, and oversamples a species with
+    fewer than 5 (its items, then random repeats up to 5) so rare ones are seen at all. An epoch's
+    order is a pure function of (seed, epoch); with DDP each rank takes every ``world_size``-th
+    item of it. Every epoch has the same length (the per-species counts do not depend on the
+    draw), so the batch starting at any position of the stream is a pure function of that
+    position: ``stream(workers)`` makes batches in DataLoader worker processes, in order, and a
+    resumed run draws what an uninterrupted one would. ``state_dict`` is the position.
     """
 
     def __init__(
@@ -186,53 +195,91 @@ class EpochSampler:
         world_size: int = 1,
         unit: str = "clips",
         augment: bool = True,
+        min_per_species: int = 5,
     ) -> None:
         if unit not in ("clips", "images"):
             raise ValueError(f"unit must be clips or images, not {unit!r}")
         self.data, self.batch_size, self.per_species = data, batch_size, per_species
+        self.min_per_species = min_per_species
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.unit, self.augment = unit, augment
         self.items_of = data.clips_of() if unit == "clips" else data.images_of
         if not any(self.items_of):
             raise ManifestError(f"no {unit} to train on", hint=f"the manifest lists no {unit}")
         self._species_of = {i: s for s, items in enumerate(self.items_of) for i in items}
-        self.epoch, self.cursor = 0, 0
-        self._order = self._epoch_order(0)
+        self._cached_epoch, self._order = 0, self._epoch_order(0)
+        self.epoch_length = len(self._order)
+        if self.epoch_length == 0:
+            raise ManifestError(
+                f"an epoch has fewer {unit} than the {world_size} processes",
+                hint="train on more data or with fewer processes",
+            )
+        self.position = 0  # items drawn so far, over all epochs
+
+    def _draw(self, rng: np.random.Generator, items: list[int]) -> np.ndarray:
+        count = min(max(len(items), self.min_per_species), self.per_species)
+        shuffled = rng.permutation(items)
+        if len(items) >= count:
+            return shuffled[:count]
+        return np.concatenate([shuffled, rng.choice(items, count - len(items))])
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         rng = np.random.default_rng((self.seed, epoch))
-        chosen = [rng.permutation(items)[: self.per_species] for items in self.items_of if items]
+        chosen = [self._draw(rng, items) for items in self.items_of if items]
         order = rng.permutation(np.concatenate(chosen).astype(np.int64))
         per_rank = len(order) // self.world_size
         return order[self.rank :: self.world_size][:per_rank]
 
+    def _order_of(self, epoch: int) -> np.ndarray:
+        if epoch != self._cached_epoch:
+            self._cached_epoch, self._order = epoch, self._epoch_order(epoch)
+        return self._order
+
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self.cursor}
+        epoch, cursor = divmod(self.position, self.epoch_length)
+        return {"epoch": epoch, "cursor": cursor}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.cursor = state["epoch"], state["cursor"]
-        self._order = self._epoch_order(self.epoch)
-
-    def _next_item(self) -> tuple[int, np.random.Generator]:
-        if self.cursor >= len(self._order):
-            self.epoch, self.cursor = self.epoch + 1, 0
-            self._order = self._epoch_order(self.epoch)
-        item = int(self._order[self.cursor])
-        rng = np.random.default_rng((self.seed, self.epoch, self.cursor, self.rank, 1))
-        self.cursor += 1
-        return item, rng
+        self.position = state["epoch"] * self.epoch_length + state["cursor"]
 
     def next_batch(self) -> Batch:
+        batch = self.batch_at(self.position)
+        self.position += self.batch_size
+        return batch
+
+    def stream(self, workers: int = 0) -> Iterator[Batch]:
+        """Endless batches from the current position; ``workers`` > 0 makes them in that many
+        DataLoader processes (decoding there), while ``position`` counts only those consumed."""
+        if workers == 0:
+            while True:
+                yield self.next_batch()
+        starts = itertools.count(self.position, self.batch_size)
+        loader = DataLoader(
+            _BatchAt(self),
+            batch_size=None,
+            sampler=starts,
+            num_workers=workers,
+            worker_init_fn=_decode_from_disk,
+        )
+        for batch in loader:
+            self.position += self.batch_size
+            yield batch
+
+    def batch_at(self, position: int) -> Batch:
+        """The ``batch_size`` items from ``position`` of this rank's stream, augmented."""
         species, texts, images, clips, pcm = [], [], [], [], []
-        for _ in range(self.batch_size):
-            item, rng = self._next_item()
+        for p in range(position, position + self.batch_size):
+            epoch, cursor = divmod(p, self.epoch_length)
+            item = int(self._order_of(epoch)[cursor])
+            rng = np.random.default_rng((self.seed, epoch, cursor, self.rank, 1))
             s = self._species_of[item]
             if self.unit == "clips":
                 own = self.data.images_of[s]
                 image = own[rng.integers(len(own))] if own else -1
                 window = self.data.window(item, rng if self.augment else None)
                 if self.augment:  # recorders differ in gain by tens of dB
-                    window = window * np.float32(10 ** (rng.uniform(-12, 6) / 20))
+                    gain = np.float32(10 ** (rng.uniform(-12, 6) / 20))
+                    window = np.clip(window * gain, -1.0, 1.0)  # a recorder clips, never exceeds
                 pcm.append(window)
                 clips.append(item)
             else:
@@ -248,3 +295,19 @@ class EpochSampler:
             clips=torch.tensor(clips, dtype=torch.long),
             pcm=torch.from_numpy(np.stack(pcm).astype(np.float32)) if pcm else None,
         )
+
+
+def _decode_from_disk(worker: int) -> None:
+    """In a loader worker: decode clips on demand, never keep them (each worker would otherwise
+    end up holding its own copy of the data set)."""
+    get_worker_info().dataset.sampler.data.cache_audio = False
+
+
+class _BatchAt(Dataset):
+    """``dataset[position]`` is the sampler's batch from that position (for DataLoader workers)."""
+
+    def __init__(self, sampler: EpochSampler) -> None:
+        self.sampler = sampler
+
+    def __getitem__(self, position: int) -> Batch:
+        return self.sampler.batch_at(position)

@@ -5,16 +5,22 @@ losses (``loss_<term>``) with the weighted total under ``"loss"``, plus a sample
 everything else: AdamW, cosine LR with warm-up, gradient accumulation, AMP on CUDA, DDP,
 progress, metrics, and checkpoint + resume (a killed run resumes at the same step and draws the
 same data and dropout, so it ends with the same weights as an uninterrupted run).
+
+A step whose inputs, losses or gradients are not finite (on any rank) changes nothing: no
+optimiser update, and the normalisation statistics (BatchNorm running mean and variance) its
+forward pass moved are put back, so one bad window cannot poison the tower for every later input.
+Every rank takes that decision on the same all-reduced numbers, so they stay in step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,8 +51,18 @@ class LoopConfig(BaseModel):
     lr_floor: float = Field(0.02, ge=0, le=1, description="final LR as a fraction of the peak")
     clip_grad_norm: float = Field(1.0, gt=0)
     per_species: int = Field(20, ge=1, description="clips (or images) per species per epoch")
+    min_per_species: int = Field(
+        5, ge=1, description="a species with fewer items is oversampled to this many per epoch"
+    )
+    loader_workers: int = Field(
+        0, ge=0, description="DataLoader processes decoding batches (0: in the training process)"
+    )
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1)
+    amp: Literal["auto", "off", "fp16", "bf16"] = Field(
+        "auto",
+        description="autocast dtype; auto: fp16 (with a gradient scaler) on CUDA, off on CPU",
+    )
     seed: int = 0
 
 
@@ -86,6 +102,23 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The dtype ``LoopConfig.amp`` asks for on ``device``; None means full precision."""
+    if amp == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    return {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
+
+
+def _persistent_buffers(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The buffers a checkpoint keeps (BatchNorm statistics among them), by name."""
+    saved = module.state_dict(keep_vars=True)
+    return {name: b for name, b in module.named_buffers() if name in saved}
+
+
+def _finite(batch: Batch) -> bool:
+    return batch.pcm is None or bool(torch.isfinite(batch.pcm).all())
+
+
 def train(
     task: nn.Module,
     config: LoopConfig,
@@ -101,17 +134,25 @@ def train(
     dist = dist or DistContext()
     state_path = Path(state_path)
     task.to(dist.device)
-    amp = dist.device.type == "cuda"  # mixed precision only pays (and is exact enough) on GPUs
+    precision = autocast_dtype(config.amp, dist.device)
+    if dist.enabled:
+        # Non-persistent buffers are constants and caches every rank computes itself (the DFT
+        # kernels, a task's image bank): DDP must not re-broadcast them on every forward.
+        rank_local = sorted(set(dict(task.named_buffers())) - set(task.state_dict()))
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(task, rank_local)
     model = DistributedDataParallel(task) if dist.enabled else task
     optimizer = torch.optim.AdamW(task.param_groups(config.lr), weight_decay=config.weight_decay)
     for group in optimizer.param_groups:
         group["initial_lr"] = group["lr"]
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    # fp16 needs loss scaling for its small gradients; bf16 has float32's range and does not.
+    scaling = precision == torch.float16 and dist.device.type == "cuda"
+    scaler = torch.amp.GradScaler(dist.device.type, enabled=scaling)
+    statistics = _persistent_buffers(task)
 
     def lr_factor(step: int) -> float:
         return cosine_with_warmup(step, config.steps, config.warmup_steps, config.lr_floor)
 
-    step = 0
+    step, skipped = 0, 0
     if state_path.is_file():
         state = read_checkpoint(state_path, kind=STATE_KIND)["state_dict"]
         task.load_state_dict(state["model"])
@@ -120,7 +161,7 @@ def train(
         task.sampler.load_state_dict(state["sampler"][dist.rank])
         task.load_extra_state(state["extra"])
         _set_rng_state(state["rng"][dist.rank])
-        step = state["step"]
+        step, skipped = state["step"], state.get("skipped_steps", 0)
         log.info("%s: resumed at step %d from %s", task.name, step, state_path)
     resumed_from = step
     metrics = MetricsLog(metrics_path, resume_step=step) if dist.is_main else None
@@ -131,6 +172,7 @@ def train(
         if dist.is_main:
             state = {
                 "step": step,
+                "skipped_steps": skipped,
                 "model": task.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(),
@@ -141,6 +183,7 @@ def train(
             save_checkpoint(state_path, STATE_KIND, {"task": task.name}, state)
         dist.barrier()
 
+    batches = task.sampler.stream(config.loader_workers)
     started, last = time.perf_counter(), {}
     bar = tqdm(total=config.steps, initial=step, desc=task.name, disable=not dist.is_main)
     task.train()
@@ -148,25 +191,37 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * lr_factor(step)
         optimizer.zero_grad(set_to_none=True)
-        totals: dict[str, float] = {}
+        before = {name: b.detach().clone() for name, b in statistics.items()}
+        totals: dict[str, float] = {"nonfinite_input": 0.0}
         for micro in range(config.grad_accum):
-            batch = task.sampler.next_batch()
+            batch = next(batches)
+            totals["nonfinite_input"] += 0.0 if _finite(batch) else 1.0
             # Only the last micro-batch all-reduces gradients; the others accumulate locally.
             last_micro = micro == config.grad_accum - 1
             sync = contextlib.nullcontext() if last_micro or not dist.enabled else model.no_sync()
             with sync:
-                with torch.autocast(dist.device.type, enabled=amp):
+                with torch.autocast(dist.device.type, precision, enabled=precision is not None):
                     losses = model(batch, step)
                 scaler.scale(losses["loss"] / config.grad_accum).backward()
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + value.item() / config.grad_accum
         scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(task.parameters(), config.clip_grad_norm)
-        scaler.step(optimizer)
+        # After DDP's all-reduce the gradients, hence their norm, are the same on every rank.
+        grad_norm = nn.utils.clip_grad_norm_(task.parameters(), config.clip_grad_norm)
+        totals = dist.mean(totals)  # every rank must take the same decisions (the ATC guard)
+        bad_input = totals.pop("nonfinite_input") > 0
+        finite = not bad_input and all(map(math.isfinite, [float(grad_norm), *totals.values()]))
+        if finite:
+            scaler.step(optimizer)
+        else:  # the scaler still learns from the overflow (it lowers its scale)
+            for name, value in before.items():
+                statistics[name].data.copy_(value)
+            skipped += 1
+            log.warning("%s: step %d not finite, skipped (%d so far)", task.name, step + 1, skipped)
         scaler.update()
         step += 1
-        totals = dist.mean(totals)  # every rank must take the same decisions (the ATC guard)
-        last = {**totals, **task.after_step(step, totals)}
+        extra = task.after_step(step, totals) if finite else {}
+        last = {**totals, **extra, "skipped_steps": skipped}
         if metrics and (step % config.log_every == 0 or step == config.steps):
             lr = optimizer.param_groups[0]["lr"]
             metrics.log({"step": step, "lr": lr, **last})
@@ -175,6 +230,7 @@ def train(
         if step % config.checkpoint_every == 0 or step == config.steps:
             save_state()
     bar.close()
+    batches.close()  # stops the loader workers
     task.eval()
     if metrics and step == config.steps:
         metrics.finish(title=task.name)

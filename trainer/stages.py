@@ -26,7 +26,7 @@ from trainer.checkpoint import save_student
 from trainer.config import TrainConfig
 from trainer.data import EpochSampler, SpeciesData, load_species_data
 from trainer.distributed import DistContext
-from trainer.embed import load_embedder
+from trainer.embed import Embedder, load_embedder
 from trainer.evaluate import quick_eval
 from trainer.loop import LoopConfig, LoopResult, train
 from trainer.models.compact import CompactAudioTower, CompactConfig, count_parameters
@@ -60,7 +60,11 @@ def load_data(cfg: TrainConfig, splits: list[str] | None = None, image_splits=No
     if cfg.data.manifest is None:
         raise ConfigError("no training data given", hint="pass --world DIR or --manifest CSV")
     return load_species_data(
-        cfg.data.manifest, splits or cfg.data.train_splits, cfg.data.taxa, image_splits
+        cfg.data.manifest,
+        splits or cfg.data.train_splits,
+        cfg.data.taxa,
+        image_splits,
+        cache_audio=cfg.data.cache_audio,
     )
 
 
@@ -99,7 +103,14 @@ def new_audio_teacher(cfg: TrainConfig, embed_dim: int) -> AudioTeacher | CnnAud
 
 def _sampler(data: SpeciesData, loop: LoopConfig, dist: DistContext, unit="clips") -> EpochSampler:
     return EpochSampler(
-        data, loop.batch_size, loop.per_species, loop.seed, dist.rank, dist.world_size, unit
+        data,
+        loop.batch_size,
+        loop.per_species,
+        loop.seed,
+        dist.rank,
+        dist.world_size,
+        unit,
+        min_per_species=loop.min_per_species,
     )
 
 
@@ -125,12 +136,14 @@ def _meta(cfg: TrainConfig, stage: str, result: LoopResult, **extra) -> dict:
     }
 
 
-def _record_eval(run: Path, stage: str, checkpoint: Path, cfg: TrainConfig) -> dict:
+def _record_eval(run: Path, stage: str, embedder: Embedder, cfg: TrainConfig) -> dict:
+    """The quick evaluation, on every rank (each embeds a share); rank 0 writes it down."""
     data = load_data(cfg, [cfg.data.eval_split], image_splits=cfg.data.train_splits)
-    scores = {"stage": stage, **quick_eval(load_embedder(checkpoint), data)}
-    with (run / "metrics" / "eval.jsonl").open("a", encoding="utf-8") as f:
-        f.write(json.dumps(scores) + "\n")
-    log.info("%s: quick eval %s", stage, scores)
+    scores = {"stage": stage, **quick_eval(embedder, data)}
+    if embedder.dist.is_main:
+        with (run / "metrics" / "eval.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps(scores) + "\n")
+        log.info("%s: quick eval %s", stage, scores)
     return scores
 
 
@@ -171,6 +184,7 @@ def run_vita_stage(
         vita = VitaModel(image_text, new_audio_teacher(cfg, image_text.embed_dim))
     else:
         vita, _ = VitaModel.load(init)
+    vita.to(dist.device)  # the frozen towers' caches are computed there
     data = load_data(cfg)
     if stage == "stage1":
         loop, ramp, text_lr = cfg.stage1.loop, None, 0.0
@@ -182,13 +196,16 @@ def run_vita_stage(
         )
     task = VitaTask(stage, vita, data, _sampler(data, loop, dist), ramp, text_lr)
     result = _train(task, loop, run, dist, stop_after)
-    if result.step < loop.steps or not dist.is_main:
+    if result.step < loop.steps:
         return None
-    extra = {"init": init}
-    if ramp is not None:
-        extra["ramp"] = ramp.state_dict()
-    path = vita.save(run / OUTPUTS[stage], _meta(cfg, stage, result, **extra))
-    _record_eval(run, stage, path, cfg)
+    path = None
+    if dist.is_main:
+        extra = {"init": init}
+        if ramp is not None:
+            extra["ramp"] = ramp.state_dict()
+        path = vita.save(run / OUTPUTS[stage], _meta(cfg, stage, result, **extra))
+    # Every rank holds the same trained weights: all of them evaluate, each one share.
+    _record_eval(run, stage, Embedder(stage, vita, None, vita.audio.frontend, dist=dist), cfg)
     return path
 
 
@@ -200,6 +217,7 @@ def run_distill(
     vita, _ = VitaModel.load(teacher_path)
     if vita.audio is None:
         raise ConfigError(f"{teacher_path} has no audio tower", hint="distil from stage2.pt")
+    vita.to(dist.device)  # its cached targets and species texts are computed there
     torch.manual_seed(cfg.seed + 3)
     student_cfg = CompactConfig.from_dict(
         {**d.student, "embed_dim": vita.embed_dim, "frontend": vita.audio.frontend.model_dump()}
@@ -215,7 +233,11 @@ def run_distill(
     data = load_data(cfg)
     task = DistillTask(student, vita, data, _sampler(data, d.loop, dist), d.weights)
     result = _train(task, d.loop, run, dist, stop_after)
-    if result.step < d.loop.steps or not dist.is_main:
+    if result.step < d.loop.steps:
+        return None
+    embedder = Embedder("student", vita, student, student_cfg.frontend, dist=dist)
+    if not dist.is_main:
+        _record_eval(run, "student", embedder, cfg)
         return None
     # Relative when beside the student, so a run directory can be moved as a whole.
     out = run / OUTPUTS["distill"]
@@ -233,15 +255,19 @@ def run_distill(
         parameter_ratio=round(n_student / n_teacher, 4),
     )
     path = save_student(out, student, meta)
-    _record_eval(run, "student", path, cfg)
+    _record_eval(run, "student", embedder, cfg)
     return path
 
 
-def run_bank(cfg: TrainConfig, run: Path, checkpoint: str | None = None) -> Path:
+def run_bank(
+    cfg: TrainConfig, run: Path, checkpoint: str | None = None, dist: DistContext | None = None
+) -> Path | None:
+    """The species bank; under torchrun every rank embeds a share and rank 0 writes it."""
+    dist = dist or DistContext()
     checkpoint = checkpoint or str(run / OUTPUTS["stage2"])
     data = load_data(cfg, image_splits=cfg.bank.image_splits)
-    bank = build_bank(load_embedder(checkpoint), data, cfg.bank.image_weight)
-    return bank.save(run / OUTPUTS["bank"])
+    bank = build_bank(load_embedder(checkpoint, dist=dist), data, cfg.bank.image_weight)
+    return bank.save(run / OUTPUTS["bank"]) if dist.is_main else None
 
 
 def ablation_configs(cfg: TrainConfig) -> dict[str, TrainConfig]:
@@ -287,7 +313,7 @@ def run_pipeline(cfg: TrainConfig, run: Path, dist: DistContext) -> dict[str, fl
         "stage1": lambda: run_vita_stage("stage1", cfg, run, dist),
         "stage2": lambda: run_vita_stage("stage2", cfg, run, dist),
         "distill": lambda: run_distill(cfg, run, dist),
-        "bank": lambda: run_bank(cfg, run) if dist.is_main else None,
+        "bank": lambda: run_bank(cfg, run, dist=dist),
     }
     for stage, step in steps.items():
         if (run / OUTPUTS[stage]).is_file():

@@ -6,7 +6,10 @@
 - ``DistillTask``: the compact student reproducing the frozen Stage 2 audio tower.
 
 Frozen towers are run once up front and their embeddings cached: the image tower never changes
-after Stage 0, nor the text tower in Stage 1, nor the teacher during distillation.
+after Stage 0, nor the text tower in Stage 1, nor the teacher during distillation. The caches are
+computed on the towers' device (the stage moves them to the training device first), each rank
+embedding one share (``trainer.distributed.map_rows``), and kept as non-persistent buffers, which
+the loop keeps out of DDP's per-forward broadcast.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from trainer.data import Batch, EpochSampler, SpeciesData
+from trainer.distributed import map_rows
 from trainer.losses import contrastive, cosine_distill, mse_distill, text_anchor
 from trainer.models.compact import CompactAudioTower
 from trainer.models.vita import VitaModel
@@ -35,19 +39,25 @@ def embed_images(vita: VitaModel, data: SpeciesData, batch_size: int = 256) -> t
     """Every image of ``data`` through the (frozen) image tower: ``[N, D]`` unit rows."""
     vita.eval()
     device = vita.clip.logit_scale.device
-    rows = []
-    for start in range(0, len(data.images), batch_size):
-        picked = [data.image(i) for i in range(start, min(start + batch_size, len(data.images)))]
-        rows.append(vita.encode_image(vita.image_text.image_tensor(picked).to(device)))
-    return torch.cat(rows) if rows else torch.zeros(0, vita.embed_dim)
+    if not data.images:
+        return torch.zeros(0, vita.embed_dim, device=device)
+
+    def embed(sources) -> torch.Tensor:  # paths or bytes: each rank decodes only its share
+        return vita.encode_image(vita.image_text.image_tensor(list(sources)).to(device))
+
+    return map_rows(embed, data.images, batch_size, desc="image cache")
 
 
 @torch.no_grad()
 def species_text_embeddings(vita: VitaModel, data: SpeciesData) -> torch.Tensor:
     """Per species, the mean of its prompt-template embeddings, re-normalised: ``[C, D]``."""
     vita.eval()
-    per_species = [vita.encode_texts(texts).mean(dim=0) for texts in data.prompt_texts]
-    return nn.functional.normalize(torch.stack(per_species), dim=-1)
+
+    def embed(species_prompts) -> torch.Tensor:
+        return torch.stack([vita.encode_texts(texts).mean(dim=0) for texts in species_prompts])
+
+    per_species = map_rows(embed, data.prompt_texts, batch_size=64, desc="species texts")
+    return nn.functional.normalize(per_species, dim=-1)
 
 
 class Stage0Task(nn.Module):
@@ -105,8 +115,7 @@ class VitaTask(nn.Module):
         self.register_buffer("image_bank", embed_images(vita, data), persistent=False)
         unique = list(dict.fromkeys(t for texts in data.prompt_texts for t in texts))
         self.prompt_row = {t: i for i, t in enumerate(unique)}
-        with torch.no_grad():
-            prompts = None if ramp else vita.encode_texts(unique)
+        prompts = None if ramp else map_rows(vita.encode_texts, unique, desc="prompt cache")
         self.register_buffer("prompt_bank", prompts, persistent=False)
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
@@ -138,13 +147,12 @@ class VitaTask(nn.Module):
         if self.ramp is None:
             return {"loss": atc, "loss_atc": atc}
         weights = self.ramp.weights(step)
+        # Only clips whose species has images pair with one; ranks may hold different numbers
+        # (contrastive gathers them all, and with none anywhere is a zero touching its scale).
         has_image = (batch.images >= 0).to(device)
-        if int(has_image.sum()) >= 2:
-            images = self.image_bank[batch.images.to(device)[has_image]]
-            aic = contrastive(audio[has_image], images, self.vita.aic_scale(), species[has_image])
-            itc = contrastive(images, texts[has_image], self.vita.itc_scale(), species[has_image])
-        else:  # no pairs: zero terms that still touch the scales, so DDP sees every parameter
-            aic = itc = 0.0 * (self.vita.aic_scale() + self.vita.itc_scale())
+        images = self.image_bank[batch.images.to(device)[has_image]]
+        aic = contrastive(audio[has_image], images, self.vita.aic_scale(), species[has_image])
+        itc = contrastive(images, texts[has_image], self.vita.itc_scale(), species[has_image])
         loss = atc + weights["aic"] * aic + weights["itc"] * itc
         return {"loss": loss, "loss_atc": atc, "loss_aic": aic, "loss_itc": itc}
 
@@ -200,12 +208,13 @@ class DistillTask(nn.Module):
 
     @torch.no_grad()
     def _teacher_targets(self, batch_size: int = 64) -> torch.Tensor:
-        rows = []
-        for start in range(0, len(self.data.clips), batch_size):
-            ids = range(start, min(start + batch_size, len(self.data.clips)))
+        device = self.teacher.clip.logit_scale.device
+
+        def embed(ids: range) -> torch.Tensor:
             pcm = torch.from_numpy(np.stack([self.data.window(i) for i in ids]))
-            rows.append(self.teacher.encode_audio(pcm))
-        return torch.cat(rows)
+            return self.teacher.encode_audio(pcm.to(device))
+
+        return map_rows(embed, range(len(self.data.clips)), batch_size, desc="teacher targets")
 
     def train(self, mode: bool = True) -> DistillTask:
         super().train(mode)

@@ -28,8 +28,16 @@ def main(world: Path, out: Path) -> None:
     torch.manual_seed(0)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     vita = VitaModel(image_text_from("tiny", cfg))
     data = load_data(cfg)
+    # No oversampling: without repeats the ranks' shares of an epoch are disjoint sets of images.
     sampler = EpochSampler(
-        data, loop.batch_size, loop.per_species, 0, dist.rank, dist.world_size, "images"
+        data,
+        loop.batch_size,
+        loop.per_species,
+        0,
+        dist.rank,
+        dist.world_size,
+        "images",
+        min_per_species=1,
     )
     first = sampler._epoch_order(0).tolist()
     task = Stage0Task(vita, data, sampler)

@@ -2,31 +2,14 @@
 all-reduced, so the ranks must end with identical weights."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from .torchrun import run_torchrun
 
 
 def test_two_process_gloo_ddp(tiny_world, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(ROOT / "tests" / "trainer" / "ddp_worker.py"),
-        str(tiny_world),
-        str(tmp_path),
-    ]
-    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_torchrun("ddp_worker.py", tiny_world, tmp_path)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in reports] == [2, 2]
     assert not set(reports[0]["first_epoch"]) & set(reports[1]["first_epoch"])  # disjoint data

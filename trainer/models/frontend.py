@@ -8,6 +8,12 @@ measured about 35% faster than the Conv1d form (bench/export_latency.py), and it
 and INT8 kernels are best at. Kernels and filterbank come from ``biovita.frontend``, so this
 module and the numpy reference compute the same numbers; they are buffers, not parameters:
 training never moves them.
+
+The front-end always computes in float32, autocast or not: a full-scale tone after the +6 dB gain
+augmentation has a power spectrum far past float16's 65504, so under fp16 autocast the mel turned
+inf and the log NaN (and one such window made BatchNorm's running statistics NaN for good); bf16
+keeps the range but loses ~11 log units to rounding. Its output is a bounded log-mel, which the
+tower after it may take in half precision.
 """
 
 from __future__ import annotations
@@ -43,8 +49,16 @@ class LogMel(nn.Module):
         return joined[:, :, :n_fft]
 
     def forward(self, pcm: torch.Tensor) -> torch.Tensor:
-        spectrum = torch.matmul(self.frames(pcm), self.dft)  # [B, frames, 2*bins]
-        real, imag = spectrum.split(self.spec.n_bins, dim=2)
-        power = real * real + imag * imag
-        mel = torch.matmul(self.mel, power.transpose(1, 2))  # [B, n_mels, frames]
-        return torch.log(mel + self.spec.log_offset)
+        with full_precision(pcm.device):
+            if pcm.dtype != torch.float32:  # no Cast node in the exported float32 graph
+                pcm = pcm.float()
+            spectrum = torch.matmul(self.frames(pcm), self.dft)  # [B, frames, 2*bins]
+            real, imag = spectrum.split(self.spec.n_bins, dim=2)
+            power = real * real + imag * imag
+            mel = torch.matmul(self.mel, power.transpose(1, 2))  # [B, n_mels, frames]
+            return torch.log(mel + self.spec.log_offset)
+
+
+def full_precision(device: torch.device) -> torch.autocast:
+    """Autocast off for ``device``'s kind: what every front-end module runs its arithmetic in."""
+    return torch.autocast(device.type, enabled=False)
