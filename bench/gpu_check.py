@@ -8,7 +8,7 @@
    input that made fp16 log-mels NaN). Figures: steps/s, clips/s, peak GPU memory, skipped steps,
    and whether every loss, weight and BatchNorm statistic stayed finite.
 2. TensorRT: fp16 and int8 engines built from ``--bundle`` (an fp32 bundle exported with
-   ``biovita-export --target jetson``) through ``export.tensorrt_engine.build_engine``, each with
+   ``biovita-export --target jetson``) through ``device.engine.build_engine`` (what ``biovita-field engine`` runs on the board), each with
    its parity against ONNX Runtime on the bundle's calibration windows.
 
 Without a CUDA GPU it writes why it skipped and exits 0; a part that cannot run (no TensorRT, no
@@ -122,8 +122,8 @@ def amp_training(device: torch.device, audio_size: str, batch: int, steps: int, 
 
 def tensorrt_parity(bundle: Path | None, work: Path) -> dict:
     """fp16 and int8 engines of ``bundle``, each with its parity report against ONNX Runtime."""
-    from export.errors import EngineUnavailableError, ExportError
-    from export.tensorrt_engine import EngineOptions, build_engine, require_tensorrt
+    from biovita.errors import BiovitaError, EngineUnavailableError
+    from device.engine import EngineOptions, build_engine, require_tensorrt
 
     try:
         trt, _ = require_tensorrt()
@@ -140,7 +140,7 @@ def tensorrt_parity(bundle: Path | None, work: Path) -> dict:
         started = time.perf_counter()
         try:
             entry = build_engine(copy, EngineOptions(precision=precision))
-        except ExportError as err:  # a parity failure is a figure too
+        except BiovitaError as err:  # a parity failure is a figure too
             engines[precision] = {"failed": str(err), "hint": err.hint}
             continue
         engines[precision] = {
