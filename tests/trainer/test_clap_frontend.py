@@ -21,39 +21,16 @@ from biovita.errors import ConfigError
 from biovita.frontend import ClapFrontendSpec, FrontendSpec, fit_window, frontend_spec
 from export.onnx_export import export_onnx
 from export.opsupport import check_ops
+from tests.trainer.clap_reference import CLAP_HTSAT_UNFUSED, clap_extractor
 from trainer.models.frontend import ClapLogMel, frontend_module
 
-# laion/clap-htsat-unfused preprocessor_config.json
-CLAP_HTSAT_UNFUSED = {
-    "chunk_length_s": 10,
-    "feature_extractor_type": "ClapFeatureExtractor",
-    "feature_size": 64,
-    "fft_window_size": 1024,
-    "frequency_max": 14000,
-    "frequency_min": 50,
-    "hop_length": 480,
-    "max_length_s": 10,
-    "n_fft": 1024,
-    "nb_frequency_bins": 513,
-    "nb_max_frames": 1000,
-    "nb_max_samples": 480000,
-    "padding": "repeatpad",
-    "padding_side": "right",
-    "padding_value": 0.0,
-    "processor_class": "ClapProcessor",
-    "return_attention_mask": False,
-    "sampling_rate": 48000,
-    "top_db": None,
-    "truncation": "rand_trunc",
-}
 SPEC = ClapFrontendSpec.from_preprocessor_config(CLAP_HTSAT_UNFUSED)
 DB_TOLERANCE = 1e-3
 
 
 @pytest.fixture(scope="module")
 def extractor() -> ClapFeatureExtractor:
-    config = {k: v for k, v in CLAP_HTSAT_UNFUSED.items() if k != "feature_extractor_type"}
-    return ClapFeatureExtractor(**config)
+    return clap_extractor()
 
 
 def _reference(extractor: ClapFeatureExtractor, pcm: np.ndarray) -> np.ndarray:
