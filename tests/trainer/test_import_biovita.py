@@ -13,69 +13,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import ClapAudioConfig, ClapConfig, ClapModel, ClapTextConfig
 
 from biovita.audio import load_audio
 from biovita.crop import ONSET_PREROLL_S, crop_window, onset_start
 from biovita.frontend import ClapFrontendSpec
+from tests.support.tiny_release import EMBED_DIM, TinyRelease, write_tiny_release
 from tests.trainer.clap_reference import clap_extractor
 from trainer.cli import main
-from trainer.models.encoders import save_image_text_dir, tiny_image_text
+from trainer.models.encoders import save_image_text_dir
 from trainer.models.vita import VitaModel
 from trainer.release import CLAP_WEIGHTS, ReleaseError, import_biovita
 
-EMBED_DIM, PROJECTION = 24, 16
-
-
-def tiny_clap() -> ClapModel:
-    # spec_size 256 with 64 mels: HTS-AT's 1024-frame image holds CLAP's 1001 frames, as in
-    # clap-htsat-unfused; two small stages keep it fast
-    audio = ClapAudioConfig(
-        spec_size=256, num_mel_bins=64, window_size=4, patch_size=16, patch_stride=(16, 16),
-        patch_embeds_hidden_size=16, hidden_size=32, depths=[1, 1], num_attention_heads=[1, 1],
-        projection_dim=PROJECTION, hidden_dropout_prob=0.0,
-    )  # fmt: skip
-    text = ClapTextConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        vocab_size=100, projection_dim=PROJECTION,
-    )  # fmt: skip
-    config = ClapConfig(
-        text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=PROJECTION
-    )
-    return ClapModel(config).eval()
-
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory) -> dict:
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("biovita-release")
-    image_text = tiny_image_text(embed_dim=EMBED_DIM, image_size=32, width=32, layers=2)
-    save_image_text_dir(image_text, root)
-    clap = tiny_clap()
-    adapter = torch.randn(EMBED_DIM, PROJECTION)
-    torch.save(
-        {"clap_audio": clap.state_dict(), "audio_adapter": {"weight": adapter}},
-        root / CLAP_WEIGHTS,
-    )
-    config_dir = tmp_path_factory.mktemp("clap-config")
-    clap.config.save_pretrained(config_dir)  # the architecture the weights belong to
-    return {"root": root, "clap": clap, "adapter": adapter, "image_text": image_text,
-            "config": config_dir}  # fmt: skip
+def release(tmp_path_factory) -> TinyRelease:
+    return write_tiny_release(tmp_path_factory.mktemp("biovita-release"))
 
 
 @torch.no_grad()
-def transformers_embedding(release: dict, path: Path) -> np.ndarray:
+def transformers_embedding(release: TinyRelease, path: Path) -> np.ndarray:
     pcm = load_audio(path, 48_000)[0][:480_000]  # <= 10 s: the extractor is deterministic
     features = clap_extractor()(pcm, sampling_rate=48_000, return_tensors="pt")
-    out = release["clap"].get_audio_features(input_features=features["input_features"])
+    out = release.clap.get_audio_features(input_features=features["input_features"])
     audio = out if isinstance(out, torch.Tensor) else out.pooler_output
-    return torch.nn.functional.normalize(audio @ release["adapter"].T, dim=-1)[0].numpy()
+    return torch.nn.functional.normalize(audio @ release.adapter.T, dim=-1)[0].numpy()
 
 
 def test_the_imported_teacher_embeds_as_transformers_does(release, real_audio_files, tmp_path):
     run = tmp_path / "run"
-    args = ["import-biovita", "--release", str(release["root"]), "--out", str(run)]
-    assert main([*args, "--clap-config", str(release["config"])]) == 0
+    args = ["import-biovita", "--release", str(release.root), "--out", str(run)]
+    assert main([*args, "--clap-config", str(release.config)]) == 0
     teacher, meta = VitaModel.load(run / "stage2.pt")
     assert teacher.audio.frontend == ClapFrontendSpec() and meta["dropped_clap_keys"] > 0
 
@@ -91,18 +58,18 @@ def test_the_imported_teacher_embeds_as_transformers_does(release, real_audio_fi
         assert float(ours @ expected) > 0.9999, path.name
         assert np.abs(ours - expected).max() < 2e-3, path.name
 
-    tokens = release["image_text"].tokenize(["Aves Passeriformes Turdidae Turdus merula"])
+    tokens = release.image_text.tokenize(["Aves Passeriformes Turdidae Turdus merula"])
     with torch.no_grad():
-        original = release["image_text"].model.eval().encode_text(tokens)
+        original = release.image_text.model.eval().encode_text(tokens)
         imported = teacher.clip.encode_text(tokens)
     torch.testing.assert_close(original, imported)
 
 
-def _broken_release(release: dict, tmp_path: Path, change) -> Path:
+def _broken_release(release: TinyRelease, tmp_path: Path, change) -> Path:
     root = tmp_path / "broken"
-    save_image_text_dir(release["image_text"], root)
-    payload = {"clap_audio": dict(release["clap"].state_dict()),
-               "audio_adapter": {"weight": release["adapter"]}}  # fmt: skip
+    save_image_text_dir(release.image_text, root)
+    payload = {"clap_audio": dict(release.clap.state_dict()),
+               "audio_adapter": {"weight": release.adapter}}  # fmt: skip
     change(payload)
     torch.save(payload, root / CLAP_WEIGHTS)
     return root
@@ -121,14 +88,14 @@ def _broken_release(release: dict, tmp_path: Path, change) -> Path:
 def test_a_broken_release_names_the_bad_keys(release, tmp_path, change, message):
     root = _broken_release(release, tmp_path, change)
     with pytest.raises(ReleaseError, match=message) as err:
-        import_biovita(root, release["config"])
+        import_biovita(root, release.config)
     assert err.value.hint
 
 
 def test_the_default_architecture_is_clap_htsat_unfused(release):
     # the tiny weights do not fit clap-htsat-unfused: the error says which and what to do
     with pytest.raises(ReleaseError, match="mis-shaped") as err:
-        import_biovita(release["root"])
+        import_biovita(release.root)
     assert "--clap-config" in err.value.hint
 
 
