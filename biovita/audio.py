@@ -120,6 +120,17 @@ def list_audio_files(folder: str | Path) -> list[Path]:
     )
 
 
+def expand_audio_paths(paths) -> list[Path]:
+    """Files as given, folders as the audio files below them (sorted); an empty folder is an error."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        found = list_audio_files(path) if path.is_dir() else [path]
+        if not found:
+            raise AudioError(f"{path} holds no audio files", hint="point at recordings")
+        files += found
+    return files
+
+
 def window_starts(n_samples: int, window: int, hop: int, pad_last: bool = True) -> list[int]:
     """Start offsets of fixed windows; a short tail gets one last (zero-padded) window."""
     if n_samples <= 0:

@@ -32,13 +32,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from biovita.bank import SpeciesBank
 from biovita.errors import BundleError, SchemaVersionError
-from biovita.frontend import FrontendSpec
+from biovita.frontend import AnyFrontendSpec
 
-# 2 added quantisation.float_layers. A reader takes every version it knows how to read: a version-1
-# manifest is a valid version-2 one, while an older reader refuses a version-2 manifest by its
-# version number (a clear message) rather than by an unknown field.
-BUNDLE_SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
+# 2 added quantisation.float_layers; 3 added frontend.kind and frontend.padding (the CLAP
+# front-end; a front-end without a kind is the biovita one). A reader takes every version it
+# knows how to read: a version-1 or -2 manifest is a valid version-3 one, while an older reader
+# refuses a newer manifest by its version number (a clear message) rather than by an unknown field.
+BUNDLE_SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 MANIFEST_NAME = "manifest.json"
 TOWER_NAME = "audio_tower.onnx"
 SPECIES_NAME = "species.npz"
@@ -148,7 +149,7 @@ class Manifest(_Strict):
     target: Target = "cpu"
     created_utc: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     provenance: Provenance = Field(default_factory=Provenance)
-    frontend: FrontendSpec
+    frontend: AnyFrontendSpec = Field(description="the tower's front-end, computed in its graph")
     tower: TowerSpec
     alternates: list[TowerSpec] = Field(default_factory=list)
     species: SpeciesInfo

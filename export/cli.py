@@ -1,6 +1,7 @@
 """The `biovita-export` command: export a compact tower and species bank as a deployable bundle.
 
 biovita-export --target jetson --checkpoint RUN/student.pt --bank RUN/species.npz --out B
+biovita-export --tower teacher --target jetson --checkpoint RUN/stage2.pt --bank ... --out B
 biovita-export export ...            (the same, as a subcommand)
 biovita-export verify B
 
@@ -18,7 +19,7 @@ from biovita.bundle import load_bundle
 from biovita.cli import run
 from biovita.parity import MIN_INT8_TOP1, describe
 from export.opsupport import DEFAULT_TRT_VERSION
-from export.package import ExportRequest, export_bundle
+from export.package import TOWERS, ExportRequest, export_bundle
 from export.scoring import calibrate_bundle
 from export.verify import verify_bundle
 from export.windows import WindowSources
@@ -40,6 +41,7 @@ def _export(args: argparse.Namespace) -> int:
         tar=args.tar,
         min_int8_agreement=args.min_int8_agreement,
         calibrate_on=tuple(args.calibrate_on),
+        tower=args.tower,
     )
     out = export_bundle(request)
     manifest = load_bundle(out).manifest
@@ -88,7 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", parents=[common], help="checkpoint + bank -> bundle")
     export.add_argument("--target", required=True, choices=["jetson", "cpu", "rpi"])
-    export.add_argument("--checkpoint", required=True, type=Path, help="the student (student.pt)")
+    export.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="the student (student.pt), or with --tower teacher a stage1/stage2 checkpoint",
+    )
+    export.add_argument(
+        "--tower",
+        choices=TOWERS,
+        default="student",
+        help="teacher: the CLAP audio tower with its CLAP front-end in the graph, fp32, for "
+        "boards that can run the full model",
+    )
     export.add_argument("--bank", required=True, type=Path, help="the species bank (species.npz)")
     export.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     export.add_argument(

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import onnx
 import onnxruntime
@@ -35,6 +36,7 @@ from biovita.bundle import (
     sha256_file,
     staging_dir_for,
 )
+from biovita.frontend import ClapFrontendSpec, FrontendSpec
 from biovita.parity import (
     FP16_TOLERANCE,
     FP32_TOLERANCE,
@@ -54,6 +56,8 @@ from export.scoring import calibrate_bundle
 from export.windows import Windows, WindowSources
 from trainer.checkpoint import load_student
 from trainer.models.compact import count_parameters
+from trainer.models.encoders import AudioTeacher
+from trainer.models.vita import VitaModel
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,11 @@ MAX_CALIBRATION_WINDOWS = 256  # ORT MinMax calibration: ranges settle well befo
 MAX_INT8_CHECK_WINDOWS = 2048  # the mixed-precision search's agreement: +-0.4 points at 97%
 MAX_EVALUATION_WINDOWS = 4000
 FP16_EMULATION_WINDOWS = 32  # PyTorch fp16 on CPU is slow; 32 windows bound the estimate
+# A teacher's 10-s 48-kHz window is 1.9 MB: a few stored windows re-check parity on the target.
+TEACHER_STORED_WINDOWS = 8
+
+Tower = Literal["student", "teacher"]
+TOWERS: tuple[Tower, ...] = ("student", "teacher")
 
 
 @dataclass(frozen=True)
@@ -83,9 +92,18 @@ class ExportRequest:
     min_int8_agreement: float = MIN_INT8_TOP1
     tar: bool = False
     calibrate_on: tuple[Path, ...] = ()  # validation soundscapes the scoring defaults are fitted on
+    tower: Tower = "student"  # teacher: the CLAP audio tower of a stage1/stage2/imported checkpoint
 
     @property
     def chosen_precision(self) -> Precision:
+        if self.tower == "teacher":
+            if self.precision not in (None, "fp32"):
+                raise ExportError(
+                    f"the teacher is exported in fp32 only, not {self.precision}",
+                    hint="drop --precision; a Jetson can still build an fp16 engine from it "
+                    "(`biovita-export engine --bundle B --fp16`)",
+                )
+            return "fp32"
         precision = self.precision or DEFAULT_PRECISION[self.target]
         if precision == "int8" and self.target == "jetson":
             raise ExportError(
@@ -128,15 +146,41 @@ def _provenance(checkpoint: Path, meta: dict) -> Provenance:
     )
 
 
-def _load_inputs(request: ExportRequest) -> tuple[torch.nn.Module, dict, SpeciesBank]:
-    model, meta = load_student(request.checkpoint)
-    bank = SpeciesBank.load(request.bank)
-    if bank.dim != model.config.embed_dim:
+@dataclass(frozen=True)
+class _Inputs:
+    model: torch.nn.Module
+    spec: FrontendSpec | ClapFrontendSpec
+    embed_dim: int
+    meta: dict
+    bank: SpeciesBank
+
+
+def _load_teacher(checkpoint: Path) -> tuple[AudioTeacher, dict]:
+    vita, meta = VitaModel.load(checkpoint)
+    if not isinstance(vita.audio, AudioTeacher):
+        what = "no audio tower" if vita.audio is None else "a tiny-cnn audio tower, not a CLAP one"
         raise ExportError(
-            f"the bank's embeddings have dim {bank.dim} but the tower outputs {model.config.embed_dim}",
-            hint="pass the species.npz built for this student (same run directory)",
+            f"{checkpoint} has {what}",
+            hint="--tower teacher exports the CLAP tower of a stage1/stage2 checkpoint or of "
+            "`biovita-train import-biovita`; export the student otherwise",
         )
-    return model, meta, bank
+    return vita.audio.eval(), meta
+
+
+def _load_inputs(request: ExportRequest) -> _Inputs:
+    if request.tower == "teacher":
+        model, meta = _load_teacher(request.checkpoint)
+        spec, dim, whose = model.frontend, model.embed_dim, "teacher"
+    else:
+        model, meta = load_student(request.checkpoint)
+        spec, dim, whose = model.config.frontend, model.config.embed_dim, "student"
+    bank = SpeciesBank.load(request.bank)
+    if bank.dim != dim:
+        raise ExportError(
+            f"the bank's embeddings have dim {bank.dim} but the tower outputs {dim}",
+            hint=f"pass the species.npz built for this {whose} (same run directory)",
+        )
+    return _Inputs(model, spec, dim, meta, bank)
 
 
 def _fp16_estimate(model: torch.nn.Module, evaluation: Windows, bank: SpeciesBank) -> ParityReport:
@@ -156,8 +200,8 @@ def _fp16_estimate(model: torch.nn.Module, evaluation: Windows, bank: SpeciesBan
 def export_bundle(request: ExportRequest) -> Path:
     """Write the bundle for ``request.target`` to ``request.out`` (atomically); return its path."""
     precision = request.chosen_precision
-    model, meta, bank = _load_inputs(request)
-    spec = model.config.frontend
+    inputs = _load_inputs(request)
+    model, meta, bank, spec = inputs.model, inputs.meta, inputs.bank, inputs.spec
     evaluation = request.sources.evaluation(spec).spread(MAX_EVALUATION_WINDOWS)
     calibration = request.sources.calibration(spec)
     log.info("%d evaluation windows, %d calibration windows", len(evaluation), len(calibration))
@@ -166,7 +210,7 @@ def export_bundle(request: ExportRequest) -> Path:
     try:
         tower = TowerSpec(
             input_samples=spec.window_samples,
-            embedding_dim=model.config.embed_dim,
+            embedding_dim=inputs.embed_dim,
             opset=request.opset,
             parameters=count_parameters(model),
         )
@@ -190,7 +234,10 @@ def export_bundle(request: ExportRequest) -> Path:
         # The Jetson's INT8 calibrator needs training-side windows; elsewhere the stored windows
         # only re-check parity, best on the benchmark's clips (where the INT8 bar was measured).
         keep = calibration if request.target == "jetson" else request.sources.benchmark(spec)
-        count = request.stored_windows or STORED_WINDOWS[request.target]
+        default_count = (
+            TEACHER_STORED_WINDOWS if request.tower == "teacher" else STORED_WINDOWS[request.target]
+        )
+        count = request.stored_windows or default_count
         stored_pcm = StoredWindows.round(keep.spread(count).pcm)
         StoredWindows(stored_pcm, torch_embed(model, stored_pcm)).save(staging)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from biovita.audio import list_audio_files, load_audio, windows
+from biovita.audio import expand_audio_paths, load_audio, windows
 from biovita.frontend import FrontendSpec
 from biovita.manifest import read_manifest
 from export.errors import ExportError
@@ -56,12 +56,7 @@ def _file_windows(path: Path, spec: FrontendSpec, start_s: float = 0.0, end_s=No
 
 def audio_windows(paths: Sequence[str | Path], spec: FrontendSpec) -> Windows:
     """Every window (``spec`` window and hop) of the given files and of the audio in folders."""
-    files: list[Path] = []
-    for path in map(Path, paths):
-        found = list_audio_files(path) if path.is_dir() else [path]
-        if not found:
-            raise ExportError(f"{path} holds no audio files", hint="point --audio at recordings")
-        files += found
+    files = expand_audio_paths(paths)
     return Windows.concat(
         *(_file_windows(f, spec) for f in tqdm(files, desc="recordings", disable=len(files) < 4))
     )

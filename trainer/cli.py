@@ -3,6 +3,8 @@
     biovita-train pipeline --world W --out RUN        every stage on a synthetic world
     biovita-train stage1 --manifest M --out RUN --init hf-hub:imageomics/bioclip-2 \\
         --set model.audio=laion/clap-htsat-unfused --set stage1.loop.steps=20000
+    biovita-train import-biovita --release risashinoda/BioVITA --out RUN   (RUN/stage2.pt)
+    biovita-train embed --init RUN/stage2.pt --out emb.npz [--crop onset10] FILE_OR_DIR...
 
 Each stage reads its inputs from RUN (stage1 <- stage0.pt, stage2 <- stage1.pt, distill <-
 stage2.pt, bank <- stage2.pt) unless --init says otherwise. Under torchrun every process joins
@@ -19,9 +21,13 @@ from pathlib import Path
 import torch
 
 from biovita.cli import run
+from biovita.crop import CROPS
 from trainer import distributed
 from trainer.config import load_config
+from trainer.file_embeddings import embed_files
+from trainer.release import import_biovita
 from trainer.stages import (
+    OUTPUTS,
     run_ablations,
     run_bank,
     run_distill,
@@ -108,6 +114,23 @@ def _pipeline(args) -> int:
     return 0
 
 
+def _import_biovita(args) -> int:
+    vita, meta = import_biovita(args.release, args.clap_config)
+    print(vita.save(args.out / OUTPUTS["stage2"], meta))
+    return 0
+
+
+def _embed(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = embed_files(args.init, args.files, args.crop, args.batch_size)
+    out = result.save(args.out)
+    print(f"{len(result.files)} embeddings of dim {result.embeddings.shape[1]} -> {out}")
+    for path, why in result.failed:
+        print(f"  skipped {path}: {why}")
+    return 0
+
+
 INIT_HELP = {
     "stage0": None,
     "stage1": "image-text model: RUN/stage0.pt (default), an open_clip dir or hf-hub:ID",
@@ -138,6 +161,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="also train the Stage 2 ablations (no Stage 1, no AIC, no ITC) under RUN/ablations/",
     )
     p.set_defaults(func=_pipeline)
+
+    p = sub.add_parser(
+        "import-biovita",
+        help="the released BioVITA model (open_clip towers + clap_weights.pth) as RUN/stage2.pt",
+    )
+    p.add_argument(
+        "--release",
+        required=True,
+        help="a local snapshot folder of the hub repo, or its hub id (risashinoda/BioVITA)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="the run directory")
+    p.add_argument(
+        "--clap-config",
+        help="CLAP architecture of clap_weights.pth: a transformers config dir or hub id "
+        "(default: laion/clap-htsat-unfused's, as the official reader)",
+    )
+    p.set_defaults(func=_import_biovita)
+
+    p = sub.add_parser("embed", help="one L2-normalised audio embedding per file (.npz)")
+    p.add_argument("--init", required=True, help="a stage1/stage2 checkpoint or a student")
+    p.add_argument("--out", type=Path, required=True, help="OUT.npz: embeddings [N, D], files")
+    p.add_argument(
+        "--crop",
+        choices=CROPS,
+        default="first",
+        help="first: the first window, padded as the tower's front-end says; onset10: the "
+        "official BioVITA crop from the first onset (see biovita/crop.py)",
+    )
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("files", nargs="+", type=Path, help="audio files or folders")
+    p.set_defaults(func=_embed)
     return parser
 
 

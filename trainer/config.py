@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from biovita.errors import ConfigError
+from biovita.frontend import ClapFrontendSpec, FrontendSpec, frontend_spec
 from biovita.settings import read_toml, set_dotted
 from trainer.distributed import DEFAULT_TIMEOUT_S
 from trainer.loop import LoopConfig
@@ -23,6 +24,11 @@ from trainer.tasks import DistillWeights
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# A front-end by kind ("biovita", "clap": that kind's defaults) or a spec's fields (with "kind").
+FrontendChoice = str | dict[str, Any]
+TINY_AUDIO = ("tiny", "tiny-cnn")
 
 
 class DataConfig(_Strict):
@@ -59,8 +65,19 @@ class ModelConfig(_Strict):
         description="CompactConfig of the tiny-cnn teacher backbone",
     )
     repeat_to_frames: int | None = Field(
-        None, description="tile log-mel frames up to this many (e.g. 1000 for a real 10-s CLAP)"
+        None, description="tile biovita log-mel frames up to this many (a tiny HTS-AT only)"
     )
+    audio_frontend: FrontendChoice | None = Field(
+        None,
+        description="the audio tower's front-end: 'biovita', 'clap' or a spec's fields "
+        "(biovita/frontend.py); default: clap for a pretrained CLAP (model.audio a dir or hub "
+        "id), biovita for tiny / tiny-cnn",
+    )
+
+    def audio_frontend_spec(self) -> FrontendSpec | ClapFrontendSpec:
+        if self.audio_frontend is not None:
+            return frontend_spec(self.audio_frontend)
+        return frontend_spec("biovita" if self.audio in TINY_AUDIO else "clap")
 
 
 def _loop(**kw) -> LoopConfig:
@@ -104,10 +121,30 @@ class DistillConfig(_Strict):
             "head_channels": 128,
             "dropout": 0.0,
         },
-        description="CompactConfig fields; embed_dim and frontend come from the teacher",
+        description="CompactConfig fields; embed_dim comes from the teacher, the front-end from "
+        "distill.frontend and distill.sample_rate",
+    )
+    frontend: FrontendChoice = Field(
+        "biovita", description="the student's front-end: 'biovita', 'clap' or a spec's fields"
+    )
+    sample_rate: int = Field(
+        FrontendSpec.model_fields["sample_rate"].default,
+        gt=0,
+        description="Hz the student hears: its front-end's sample_rate",
     )
     weights: DistillWeights = Field(default_factory=DistillWeights)
     max_param_ratio: float = Field(0.1, gt=0, description="student/teacher audio parameters")
+
+    def student_frontend(self) -> FrontendSpec | ClapFrontendSpec:
+        """``distill.frontend`` at ``distill.sample_rate``."""
+        spelled = self.frontend.get("sample_rate") if isinstance(self.frontend, dict) else None
+        if spelled not in (None, self.sample_rate):
+            raise ConfigError(
+                f"distill.frontend says sample_rate {spelled}, distill.sample_rate {self.sample_rate}",
+                hint="set the student's rate with distill.sample_rate only",
+            )
+        spec = frontend_spec(self.frontend)
+        return frontend_spec({**spec.model_dump(), "sample_rate": self.sample_rate})
 
 
 class BankConfig(_Strict):

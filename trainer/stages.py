@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 
 from biovita.errors import ConfigError
-from biovita.frontend import FrontendSpec
 from trainer.bank import build_bank
 from trainer.checkpoint import save_student
 from trainer.config import TrainConfig
@@ -85,7 +84,7 @@ def new_audio_teacher(cfg: TrainConfig, embed_dim: int) -> AudioTeacher | CnnAud
     m = cfg.model
     if m.audio == "tiny-cnn":
         backbone = CompactConfig.from_dict(
-            {**m.cnn_teacher, "frontend": FrontendSpec().model_dump()}
+            {**m.cnn_teacher, "frontend": m.audio_frontend_spec().model_dump()}
         )
         return CnnAudioTeacher(CompactAudioTower(backbone), embed_dim)
     if m.audio == "tiny":
@@ -98,7 +97,7 @@ def new_audio_teacher(cfg: TrainConfig, embed_dim: int) -> AudioTeacher | CnnAud
         clap = ClapAudioModelWithProjection(clap_cfg)
     else:
         clap = load_clap_audio(m.audio)
-    return AudioTeacher(clap, embed_dim, FrontendSpec(), m.repeat_to_frames)
+    return AudioTeacher(clap, embed_dim, m.audio_frontend_spec(), m.repeat_to_frames)
 
 
 def _sampler(data: SpeciesData, loop: LoopConfig, dist: DistContext, unit="clips") -> EpochSampler:
@@ -220,7 +219,7 @@ def run_distill(
     vita.to(dist.device)  # its cached targets and species texts are computed there
     torch.manual_seed(cfg.seed + 3)
     student_cfg = CompactConfig.from_dict(
-        {**d.student, "embed_dim": vita.embed_dim, "frontend": vita.audio.frontend.model_dump()}
+        {**d.student, "embed_dim": vita.embed_dim, "frontend": d.student_frontend().model_dump()}
     )
     student = CompactAudioTower(student_cfg)
     n_student, n_teacher = count_parameters(student), count_parameters(vita.audio)

@@ -22,7 +22,7 @@ from biovita.bundle import (
     staging_dir_for,
 )
 from biovita.errors import BundleError, SchemaVersionError
-from biovita.frontend import FrontendSpec
+from biovita.frontend import ClapFrontendSpec, FrontendSpec
 from tests.biovita.test_bank import make_taxa
 
 
@@ -84,13 +84,31 @@ def test_unknown_schema_version_is_refused_before_anything_else(tmp_path):
     assert "re-export" in err.value.hint
 
 
-def test_a_version_1_manifest_still_loads(tmp_path):
-    """Version 2 only added an optional field: bundles exported before it keep working."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_manifests_still_load(tmp_path, version):
+    """Versions 2 and 3 only added optional fields (float_layers; the front-end's kind and
+    padding): bundles exported before them keep working, their front-end a biovita one."""
     root = build(tmp_path / "bundle")
     raw = json.loads((root / MANIFEST_NAME).read_text())
-    assert raw["schema_version"] == 2
-    (root / MANIFEST_NAME).write_text(json.dumps({**raw, "schema_version": 1}))
-    assert load_bundle(root).manifest.schema_version == 1
+    assert raw["schema_version"] == BUNDLE_SCHEMA_VERSION == 3
+    assert raw["frontend"]["kind"] == "biovita"
+    old_frontend = {k: v for k, v in raw["frontend"].items() if k not in ("kind", "padding")}
+    old = {**raw, "schema_version": version, "frontend": old_frontend}
+    (root / MANIFEST_NAME).write_text(json.dumps(old))
+    manifest = load_bundle(root).manifest
+    assert manifest.schema_version == version and manifest.frontend == FrontendSpec()
+
+
+def test_a_clap_front_end_is_recorded_by_kind(tmp_path):
+    root = build(tmp_path / "bundle")
+    raw = json.loads((root / MANIFEST_NAME).read_text())
+    raw["frontend"] = ClapFrontendSpec().model_dump()
+    (root / MANIFEST_NAME).write_text(json.dumps(raw))
+    assert load_bundle(root).manifest.frontend == ClapFrontendSpec()
+    raw["frontend"]["kind"] = "mfcc"
+    (root / MANIFEST_NAME).write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="mfcc"):
+        load_bundle(root)
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from biovita.frontend import FrontendSpec
-from trainer.models.frontend import LogMel
+from biovita.frontend import ClapFrontendSpec, FrontendSpec, frontend_spec
+from trainer.models.frontend import frontend_module
 
 
 @dataclass
@@ -37,7 +37,7 @@ class CompactConfig:
     )
     head_channels: int = 640
     dropout: float = 0.1
-    frontend: FrontendSpec = field(default_factory=FrontendSpec)
+    frontend: FrontendSpec | ClapFrontendSpec = field(default_factory=FrontendSpec)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -47,7 +47,7 @@ class CompactConfig:
     @classmethod
     def from_dict(cls, d: dict) -> CompactConfig:
         d = dict(d)
-        d["frontend"] = FrontendSpec(**d.get("frontend", {}))
+        d["frontend"] = frontend_spec(d.get("frontend"))
         d["blocks"] = [tuple(b) for b in d.get("blocks", cls().blocks)]
         return cls(**d)
 
@@ -95,7 +95,7 @@ class CompactAudioTower(nn.Module):
     def __init__(self, config: CompactConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or CompactConfig()
-        self.logmel = LogMel(config.frontend)
+        self.logmel = frontend_module(config.frontend)
         # Per-recording gain differs wildly in the field; a BatchNorm over the log-mel learns the
         # global level while the per-example mean removal below makes the tower gain-invariant.
         self.input_norm = nn.BatchNorm2d(1)

@@ -28,9 +28,9 @@ from torch import nn
 from transformers import ClapAudioConfig, ClapAudioModelWithProjection
 
 from biovita.errors import ConfigError
-from biovita.frontend import FrontendSpec
+from biovita.frontend import ClapFrontendSpec, FrontendSpec, frontend_spec
 from trainer.images import to_pil
-from trainer.models.frontend import LogMel
+from trainer.models.frontend import frontend_module
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
@@ -236,24 +236,26 @@ def load_clap_audio(source: str | Path) -> ClapAudioModelWithProjection:
 class AudioTeacher(nn.Module):
     """Raw PCM ``[B, samples]`` -> unit-norm ``[B, embed_dim]`` in the image/text space.
 
-    The log-mel is the biovita front-end (the same 16 kHz windows the compact student hears), laid
-    out as HTS-AT's ``[B, 1, frames, mels]``; HTS-AT resizes time to its spectrogram image itself.
-    With ``repeat_to_frames`` short windows are tiled first, as CLAP's own "repeatpad" does, which
-    suits a pretrained 10-s model better than stretching 3 s. A bias-free linear adapter maps the
-    CLAP projection into the image/text space (BioVITA).
+    The tower computes its own front-end (``frontend``), laid out as HTS-AT's
+    ``[B, 1, frames, mels]``; HTS-AT resizes time to its spectrogram image itself. A pretrained
+    CLAP hears the ``clap`` front-end, exactly the ``ClapFeatureExtractor`` features it was
+    trained on (10 s at 48 kHz, repeat-padded before the tower); the synthetic world's tiny HTS-AT
+    hears the biovita front-end. With ``repeat_to_frames`` short biovita windows are tiled first,
+    as CLAP's own "repeatpad" does. A bias-free linear adapter maps the CLAP projection into the
+    image/text space (BioVITA).
     """
 
     def __init__(
         self,
         clap: ClapAudioModelWithProjection,
         embed_dim: int,
-        frontend: FrontendSpec,
+        frontend: FrontendSpec | ClapFrontendSpec,
         repeat_to_frames: int | None = None,
     ) -> None:
         super().__init__()
         self.clap = clap
         self.frontend = frontend
-        self.logmel = LogMel(frontend)
+        self.logmel = frontend_module(frontend)
         self.repeat_to_frames = repeat_to_frames
         self.adapter = nn.Linear(clap.config.projection_dim, embed_dim, bias=False)
 
@@ -294,7 +296,7 @@ class AudioTeacher(nn.Module):
         return cls(
             clap,
             config["embed_dim"],
-            FrontendSpec(**config["frontend"]),
+            frontend_spec(config.get("frontend")),
             config.get("repeat_to_frames"),
         )
 
