@@ -137,13 +137,16 @@ def test_a_crash_mid_export_leaves_the_old_bundle_and_nothing_loadable(
 
 
 def test_the_engine_command_says_why_it_cannot_run_here(jetson_bundle, capsys):
+    """`biovita-field engine` (the build runs on the board) on the real exporter's bundle."""
+    from device.cli import main as field_main
+
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         pass
     else:
         pytest.skip("TensorRT is installed here: tests/export/test_engine.py builds engines")
-    assert main(["engine", "--bundle", str(jetson_bundle), "--fp16"]) == 2
+    assert field_main(["engine", "--bundle", str(jetson_bundle), "--fp16"]) == 2
     err = capsys.readouterr().err
     assert "TensorRT is not installed here" in err and "JetPack 6 ships TensorRT 10.3" in err
     assert not (jetson_bundle / "engines").exists()
