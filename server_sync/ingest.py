@@ -22,8 +22,10 @@ messages in flight and would drop the rest at the disconnect).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -38,7 +40,6 @@ from biovita.detection import (
     DETECTIONS_FILTER,
     STATUS_FILTER,
     Ack,
-    Detection,
     acks_topic,
     encode,
     utc_now,
@@ -55,7 +56,7 @@ from server_sync.intake import (
     classify,
     dead_letter,
 )
-from server_sync.mqtt import connect_properties, make_client
+from server_sync.mqtt import RECONNECT_MAX_S, RECONNECT_MIN_S, connect_properties, make_client
 from server_sync.rate import DeviceRateLimiter
 from server_sync.records import Clip, DeadLetter, IngestUnit, device_key
 from server_sync.store import Store
@@ -63,6 +64,9 @@ from server_sync.store import Store
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS_S = (0.5, 1, 2, 5, 10, 30)
+# an outage's first failed connect is logged at error level, then every this many (at the
+# longest back-off, about every 10 min), so a wrong address never leaves the log silent
+CONNECT_FAILURE_REMINDER = 20
 
 
 class NetworkThreadDied(BiovitaError):
@@ -115,11 +119,13 @@ class IngestWorker:
         self.connected = threading.Event()
         self._inbox: queue.Queue[Incoming] = queue.Queue()
         self._session = 0
+        self._connect_failures = 0  # in the current outage (since the last connection)
         self._network: threading.Thread | None = None
         self._unsent: list[mqtt.MQTTMessageInfo] = []  # the last commit's acks, until sent
         self._rate = DeviceRateLimiter(self.clips.limits.messages_per_device_minute)
         self._client = make_client(mqtt_settings, manual_ack=True)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
@@ -217,6 +223,7 @@ class IngestWorker:
             log.error("broker refused the connection: %s", reason_code)
             return
         self._session += 1
+        self._connect_failures = 0
         group = self.mqtt_settings.share_group
         client.subscribe(
             [
@@ -224,6 +231,27 @@ class IngestWorker:
                 for topic in (DETECTIONS_FILTER, CLIPS_FILTER, STATUS_FILTER)
             ]
         )
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        """No TCP/TLS connection at all (wrong address, broker down, bad certificate). paho calls
+        this inside its ``except OSError`` without passing the error on, and retries on its own."""
+        err = sys.exc_info()[1]
+        reason = f"{type(err).__name__}: {err}" if err is not None else "no reason given"
+        self._connect_failures += 1
+        s = self.mqtt_settings
+        if self._connect_failures == 1 or self._connect_failures % CONNECT_FAILURE_REMINDER == 0:
+            log.error(
+                "cannot connect to the broker at %s:%s (%s); attempt %d, retrying every %g to %g s",
+                s.host,
+                s.port,
+                reason,
+                self._connect_failures,
+                RECONNECT_MIN_S,
+                RECONNECT_MAX_S,
+            )
+        else:
+            log.debug("broker %s:%s: %s (attempt %d)", s.host, s.port, reason,
+                      self._connect_failures)  # fmt: skip
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         """Ready only once the broker confirms the subscriptions: before that, it drops
@@ -341,7 +369,9 @@ class IngestWorker:
                     if first.setdefault(d.id, d) == d:
                         unit.detections.append(d)  # new, or a re-send stored once by its id
                     else:
-                        unit.dead_letters.append(_conflict(m, d))
+                        unit.dead_letters.append(
+                            _conflict(m, d.model_dump_json().encode(), f"detection {d.id}")
+                        )
                 unit.seen.append((where.site_id, where.device_id, m.received))
                 ack = Ack(
                     device_id=batch.device_id,
@@ -360,6 +390,10 @@ class IngestWorker:
                         continue  # not acked: the device keeps it and re-sends it later
                     known[intake.clip_id] = self._write_clip(intake, m.received)
                     unit.clips.append(known[intake.clip_id])
+                elif not _same_clip(known[intake.clip_id], intake):
+                    stored = known[intake.clip_id]
+                    what = f"clip {intake.clip_id} (first sent by {stored.device_id})"
+                    unit.dead_letters.append(_conflict(m, intake.payload, what))
                 unit.seen.append((where.site_id, where.device_id, m.received))
                 clip_acks[(where.site_id, where.device_id)].append(intake.clip_id)
             elif isinstance(intake, StatusIn):
@@ -389,17 +423,26 @@ class IngestWorker:
         )
 
 
-def _conflict(m: Incoming, d: Detection) -> DeadLetter:
-    """A detection id already stored with other content: the first row stays, this one is kept
-    as a dead letter (and acked: it is durably recorded, and a re-send would conflict again)."""
+def _conflict(m: Incoming, payload: bytes, what: str) -> DeadLetter:
+    """An id already stored with other content (or from another device): the first row or file
+    stays, this one is kept as a dead letter (and acked: it is durably recorded, and a re-send
+    would conflict again)."""
     return dead_letter(
         m.topic,
-        d.model_dump_json().encode(),
+        payload,
         m.received,
         "conflict",
-        f"detection {d.id} is already stored with different content; the first row stays\n"
+        f"{what} is already stored with different content; the first one stays\n"
         "  hint: ids are made once per event on the device; a device that reuses them (a "
         "restored image, a copied data folder) needs a fresh database",
+    )
+
+
+def _same_clip(stored: Clip, intake: ClipIn) -> bool:
+    """A re-send (same device, same bytes), not another clip under a used id."""
+    return (
+        stored.device_id == intake.topic.device_id
+        and stored.sha256 == hashlib.sha256(intake.payload).hexdigest()
     )
 
 

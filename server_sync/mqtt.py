@@ -9,6 +9,9 @@ from paho.mqtt.properties import Properties
 
 from server_sync.config import MqttSettings
 
+# paho's reconnect back-off (first retry, longest wait), in seconds
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 30
+
 
 def make_client(settings: MqttSettings, manual_ack: bool = False) -> mqtt.Client:
     client = mqtt.Client(
@@ -25,7 +28,7 @@ def make_client(settings: MqttSettings, manual_ack: bool = False) -> mqtt.Client
             certfile=str(settings.tls_cert) if settings.tls_cert else None,
             keyfile=str(settings.tls_key) if settings.tls_key else None,
         )
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
     return client
 
 

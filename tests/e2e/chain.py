@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -34,7 +35,13 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, every: 
 
 
 class Service:
-    """One CLI process in its own process group (so a kill reaches its children too)."""
+    """One CLI process in its own process group (so a kill reaches its children too).
+
+    Its own session means it outlives pytest unless stopped: use it as a context manager (stopped
+    on the way out, however the test ends); whatever a test still leaves running is stopped by
+    ``stop_leftovers`` (an autouse fixture of ``tests/e2e/conftest.py``)."""
+
+    started: ClassVar[list[Service]] = []  # every start of this session, for ``stop_leftovers``
 
     def __init__(
         self,
@@ -63,7 +70,24 @@ class Service:
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})},
             )
         self.starts += 1
+        if self not in Service.started:
+            Service.started.append(self)
         return self
+
+    def __enter__(self) -> Service:
+        return self if self.alive else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @classmethod
+    def stop_leftovers(cls) -> list[str]:
+        """Stop every service a test left running; their names, for the test's report."""
+        left = [service for service in cls.started if service.alive]
+        for service in left:
+            service.stop()
+        cls.started.clear()
+        return [service.name for service in left]
 
     def __repr__(self) -> str:
         return f"<{self.name}>"

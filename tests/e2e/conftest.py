@@ -3,6 +3,7 @@ soundscapes for the fault runs; and the session summary of what the suites prove
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,16 @@ from biovita.world import World, WorldConfig, write_world
 from biovita.world.annotations import write_truth
 from biovita.world.mixing import make_soundscape
 from tests.e2e import ledger
+from tests.e2e.chain import Service
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    """A daemon runs in its own session, so pytest's exit does not end it: stop what a test (a
+    failed one, typically) left running, and say so."""
+    yield
+    if leftovers := Service.stop_leftovers():
+        warnings.warn(f"stopped processes the test left running: {leftovers}", stacklevel=1)
 
 
 @dataclass(frozen=True)

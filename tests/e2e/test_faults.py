@@ -8,6 +8,7 @@ import contextlib
 import random
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from tests.e2e.chain import (
     listen_service,
     wait_until,
 )
+from tests.support.mosquitto import MosquittoBroker, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.mqtt]
 
@@ -329,3 +331,31 @@ def test_sigterm_mid_live_stream_is_a_clean_stop(chain, field_kit):
         assert "listen stop reason='SIGTERM'" in daemon.log_text()
         ledger.fault("SIGTERM mid-stream")
     assert integrity(chain.root / "dev-term" / "device.db") == "ok"
+
+
+def test_ingest_logs_a_wrong_broker_address_keeps_retrying_and_connects_once_it_answers(
+    tmp_path,
+):
+    """Nothing listens at the configured address: ingest says so (address and reason) instead of
+    waiting in silence, stays up, and connects as soon as a broker answers there."""
+    port = free_port()
+    service = ingest_service(tmp_path / "server", "127.0.0.1", port, tmp_path / "ingest.log")
+    with service as ingest:
+        ingest.wait_for_log(rf"cannot connect to the broker at 127\.0\.0\.1:{port} \(\w+Error")
+        assert ingest.alive, ingest.log_text()[-2000:]
+        with MosquittoBroker(tmp_path / "mosquitto", port=port):
+            ingest.wait_for_log("connected to", timeout=60)  # the back-off is at most 30 s
+    assert "Traceback" not in service.log_text()
+
+
+def test_a_service_left_running_by_a_failing_test_is_stopped(tmp_path):
+    """The clean-up the fuzz test lacked: a service used as a context manager ends however the
+    block ends, and ``stop_leftovers`` ends one that was only started."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    scoped = Service("scoped", sleeper, tmp_path / "scoped.log")
+    with pytest.raises(AssertionError), scoped:
+        raise AssertionError("the test failed half-way")
+    assert not scoped.alive
+    forgotten = Service("forgotten", sleeper, tmp_path / "forgotten.log").start()
+    assert Service.stop_leftovers() == ["forgotten"]
+    assert not forgotten.alive

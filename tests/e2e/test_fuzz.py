@@ -85,11 +85,11 @@ def test_ingest_survives_2000_hostile_messages_then_stores_and_acks_a_valid_batc
     mosquitto, tmp_path
 ):
     data = tmp_path / "server"
-    ingest = ingest_service(data, mosquitto.host, mosquitto.port, tmp_path / "ingest.log").start()
-    ingest.wait_for_log("connected to")
-    server = ServerDb(data)
-    sent = []
-    with Peer(mosquitto.host, mosquitto.port, "fuzzer") as peer:
+    service = ingest_service(data, mosquitto.host, mosquitto.port, tmp_path / "ingest.log")
+    with service as ingest, Peer(mosquitto.host, mosquitto.port, "fuzzer") as peer:
+        ingest.wait_for_log("connected to")
+        sent = []
+
         # no shrinking: a failure here is the broker's or ingest's state, not one message's
         @settings(
             max_examples=INGEST_MESSAGES,
@@ -107,17 +107,18 @@ def test_ingest_survives_2000_hostile_messages_then_stores_and_acks_a_valid_batc
         peer.publish("biovita/v1/site-x/dev-x/detections", json.dumps(final).encode())
         ack = peer.messages_until(lambda m: m.topic == acks_topic("site-x", "dev-x"), 60)[-1]
         # one publisher, one worker: it reached the final batch after every hostile message
-    ledger.fuzzed("ingest via Mosquitto", len(sent), crashes=0 if ingest.alive else 1)
-    assert len(sent) >= INGEST_MESSAGES
-    assert ingest.alive, ingest.log_text()[-3000:]
+        ledger.fuzzed("ingest via Mosquitto", len(sent), crashes=0 if ingest.alive else 1)
+        assert len(sent) >= INGEST_MESSAGES
+        assert ingest.alive, ingest.log_text()[-3000:]
+    server = ServerDb(data)
     assert set(json.loads(ack.payload)["ids"]) == {d["id"] for d in final["detections"]}
     assert set(server.ids("dev-x")) == {d["id"] for d in final["detections"]}
     counts = server.dead_letter_counts()
     assert "unexpected" not in counts, counts  # the guard caught nothing no check foresaw
     assert sum(counts.values()) >= len(sent) // 2, counts
-    log = ingest.log_text()
+    log = service.log_text()
     assert "Traceback" not in log and "network thread died" not in log
-    ingest.stop()
+    assert service.process.returncode == 0, log[-3000:]  # a clean stop, acks flushed
 
 
 # --------------------------------------------------------------- review app query parameters

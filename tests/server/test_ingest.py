@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 import soundfile
 
-from biovita.detection import MAX_PAYLOAD_BYTES, detections_topic, encode, status_topic
+from biovita.detection import (
+    MAX_PAYLOAD_BYTES,
+    clip_topic,
+    detections_topic,
+    encode,
+    status_topic,
+)
 from server_sync.clips import ClipStore
 from server_sync.config import IngestSettings, LimitSettings, MqttSettings
 from server_sync.ingest import IngestWorker, NetworkThreadDied
@@ -435,3 +441,28 @@ def test_clip_bytes_per_device_and_day_are_bounded(run_ingest, device_links, sql
     assert sqlite_store.stats()["clips"] == 3
     (letter,) = [d for d in sqlite_store.dead_letters() if d.reason == "clip_quota"]
     assert "daily limit" in letter.error and letter.topic.startswith("biovita/v1/site-a/dev-1/")
+
+
+def test_a_reused_clip_id_with_other_bytes_or_from_another_device_is_a_conflict(
+    run_ingest, device_links, sqlite_store, tmp_path
+):
+    """The first file stays; another device (or other bytes) under its id is a conflict dead
+    letter, acked like a detection conflict; a plain re-send is still just acked."""
+    run_ingest()
+    one, other = device_links("dev-1"), device_links("dev-2")
+    first = _flac()
+    # one at a time, each acked before the next (a flush acks what it holds in one message)
+    # the first file, other bytes under its id, a plain re-send
+    for n, flac in enumerate((first, _flac(seconds=0.7), first), start=1):
+        one.publish_clip("clip-1", flac)
+        one.wait_for(lambda lk, n=n: len(lk.acks) == n)
+    other.publish_clip("clip-1", _flac(seconds=0.9))  # another device, same id
+    other.wait_for(lambda lk: "clip-1" in lk.acked_clips())
+    clip = sqlite_store.clip("clip-1")
+    assert clip.device_id == "dev-1"
+    assert ClipStore(tmp_path / "clips").resolve(clip.path).read_bytes() == first
+    assert sqlite_store.dead_letter_counts() == {"conflict": 2}
+    assert {d.topic for d in sqlite_store.dead_letters()} == {
+        clip_topic("site-a", "dev-1", "clip-1"),
+        clip_topic("site-a", "dev-2", "clip-1"),
+    }
