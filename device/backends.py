@@ -15,6 +15,7 @@ import numpy as np
 
 from biovita.bundle import Bundle, EngineEntry, TowerSpec
 from biovita.errors import BundleError, ConfigError
+from device.config import InferenceSection
 
 log = logging.getLogger(__name__)
 
@@ -232,17 +233,9 @@ class TensorRTBackend:  # pragma: no cover - runs only where TensorRT and a GPU 
         return out
 
 
-def make_backend(
-    bundle: Bundle,
-    backend: str = "auto",
-    providers: list[str] | None = None,
-    intra_op_threads: int = 0,
-    precision: str | None = None,
-    allow_spinning: bool = False,
-):
+def make_backend(bundle: Bundle, cfg: InferenceSection):
     """The backend the config asks for; ``auto`` = a matching TensorRT engine, else ONNX Runtime."""
-    if backend not in ("auto", "onnxruntime", "tensorrt"):
-        raise ConfigError(f"unknown backend {backend!r}", hint="use auto, onnxruntime or tensorrt")
+    backend = cfg.backend
     if backend != "onnxruntime":
         choice = select_engine(bundle.manifest.engines, *local_tensorrt())
         if choice.engine is not None:
@@ -252,4 +245,6 @@ def make_backend(
             log.warning("TensorRT not used, falling back to ONNX Runtime: %s", choice.reason)
         else:
             log.info("using ONNX Runtime: %s", choice.reason)
-    return OnnxRuntimeBackend(bundle, providers, intra_op_threads, precision, allow_spinning)
+    return OnnxRuntimeBackend(
+        bundle, cfg.providers, cfg.intra_op_threads, cfg.precision, cfg.allow_spinning
+    )

@@ -13,6 +13,7 @@ import pytest
 from biovita.bundle import EngineEntry, ParityReport, load_bundle
 from biovita.errors import BundleError, ConfigError
 from device.backends import OnnxRuntimeBackend, make_backend, select_engine, select_tower
+from device.config import InferenceSection
 
 NOW = datetime(2026, 5, 1, tzinfo=timezone.utc)
 
@@ -51,7 +52,7 @@ def test_fallback_to_onnxruntime_says_why(tone_bundle, tmp_path, caplog):
     )
     bundle.manifest = with_engine
     with caplog.at_level(logging.WARNING):
-        backend = make_backend(bundle, "auto")
+        backend = make_backend(bundle, InferenceSection(backend="auto"))
     assert backend.name == "onnxruntime-cpu-fp32"
     assert "falling back to ONNX Runtime" in caplog.text
     assert "TensorRT is not installed" in caplog.text or "no CUDA GPU" in caplog.text
