@@ -18,13 +18,15 @@ from device.config import DeviceConfig
 
 MAX_OVERLAP = 10  # windows covering each sample: more and inference cannot keep up on a Pi
 RING_SHARE = 0.25  # of the memory limit: the tower, its batches and Python need the rest
-HINT = "see device/device.example.toml for what the key does"
 
 
-def check_against_bundle(cfg: DeviceConfig, bundle: Bundle) -> None:
+def check_against_bundle(
+    cfg: DeviceConfig, bundle: Bundle, memory_limit: int | None = None
+) -> None:
+    """Raise ``ConfigError`` with the reason; ``memory_limit`` None = this process's own."""
     _check_hop(cfg, bundle)
     _check_temperature(cfg, bundle)
-    _check_ring(cfg, bundle)
+    _check_ring(cfg, bundle, memory_limit_bytes() if memory_limit is None else memory_limit)
 
 
 def _check_hop(cfg: DeviceConfig, bundle: Bundle) -> None:
@@ -68,12 +70,11 @@ def _check_temperature(cfg: DeviceConfig, bundle: Bundle) -> None:
         )
 
 
-def _check_ring(cfg: DeviceConfig, bundle: Bundle) -> None:
+def _check_ring(cfg: DeviceConfig, bundle: Bundle, limit: int) -> None:
     if not cfg.clips.enabled:
         return
     c, rate = cfg.clips, bundle.manifest.frontend.sample_rate
     ring = ring_samples(rate, c.pre_roll_s, c.post_roll_s, c.max_clip_s) * 4  # float32
-    limit = memory_limit_bytes()
     if ring > RING_SHARE * limit:
         raise ConfigError(
             f"clips.max_clip_s = {c.max_clip_s:g} s (with {c.pre_roll_s:g} + {c.post_roll_s:g} s "
