@@ -15,7 +15,7 @@ import numpy as np
 
 from biovita.bundle import Bundle, EngineEntry, TowerSpec
 from biovita.errors import BundleError, ConfigError
-from device.config import InferenceSection
+from device.config import InferenceSection, default_of
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,10 @@ class OnnxRuntimeBackend:
     def __init__(
         self,
         bundle: Bundle,
-        providers: list[str] | None = None,
-        intra_op_threads: int = 0,
-        precision: str | None = None,
-        allow_spinning: bool = False,
+        providers: list[str] | None = None,  # None: the CPU only (benchmarks, tests)
+        intra_op_threads: int = default_of(InferenceSection, "intra_op_threads"),
+        precision: str | None = default_of(InferenceSection, "precision"),
+        allow_spinning: bool = default_of(InferenceSection, "allow_spinning"),
     ) -> None:
         import onnxruntime as ort
 

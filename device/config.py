@@ -198,6 +198,11 @@ class DeviceConfig(_Section):
         return self.data_path(self.clips.dir)
 
 
+def default_of(section: type[BaseModel], key: str) -> Any:
+    """A key's default, for a library-level signature that must not write it a second time."""
+    return section.model_fields[key].get_default(call_default_factory=True)
+
+
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """``BIOVITA_MQTT__HOST=broker`` -> ``{"mqtt.host": "broker"}`` (BIOVITA_LOG_LEVEL etc. skipped)."""
     out: dict[str, Any] = {}

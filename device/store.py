@@ -26,9 +26,9 @@ import sqlite_utils
 
 from biovita.detection import Detection
 from biovita.errors import BiovitaError
-from device.config import StoreSection
+from device.config import StoreSection, default_of
 
-BUSY_TIMEOUT_MS = StoreSection.model_fields["busy_timeout_ms"].default
+BUSY_TIMEOUT_MS = default_of(StoreSection, "busy_timeout_ms")
 
 
 class StoreError(BiovitaError):
