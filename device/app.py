@@ -132,13 +132,15 @@ def build_clips(bundle: Bundle, cfg: DeviceConfig, store: Store) -> ClipRecorder
 def build_daemon(cfg: DeviceConfig) -> Daemon:
     """Everything ``listen`` runs, wired from one config: the only reader of it for the daemon.
 
-    The data folder is locked first (a second daemon is refused before it touches anything);
-    whatever was built is closed again, in reverse order, if a later part fails.
+    The bundle and the values checked against it are read first (a refusal writes nothing),
+    then the data folder is locked before anything in it is opened: a second daemon is refused
+    before it touches the store. Whatever was built is closed again, in reverse order, if a
+    later part fails.
     """
+    bundle = open_bundle(cfg)
+    check_against_bundle(cfg, bundle)
     with ExitStack() as undo:
         lock = undo.enter_context(DataDirLock(cfg.device.data_dir))
-        bundle = open_bundle(cfg)
-        check_against_bundle(cfg, bundle)
         backend = build_backend(bundle, cfg)
         context = replace(
             detection_context(bundle, cfg, backend),

@@ -25,7 +25,7 @@ class Pipeline:
         scorer: Scorer,
         tracker: EventTracker,
         windower: Windower,
-        max_batch: int,
+        max_batch: int = 32,
     ) -> None:
         self.backend, self.scorer, self.tracker, self.windower = backend, scorer, tracker, windower
         self.max_batch = max_batch

@@ -114,7 +114,16 @@ def test_a_database_deleted_or_replaced_while_running_stops_the_daemon_and_keeps
 @pytest.mark.parametrize(
     ("target", "parameter", "section_key"),
     [
-        (Pipeline, "max_batch", "inference.max_batch"),
+        pytest.param(
+            Pipeline,
+            "max_batch",
+            "inference.max_batch",
+            marks=pytest.mark.xfail(
+                strict=True,  # passes, hence fails, once the default is gone: drop the mark then
+                reason="device/pipeline.py is being edited on branch i14batch: its '= 32' goes "
+                "at the merge",
+            ),
+        ),
         (WatchedStream, "watchdog_s", "windows.watchdog_s"),
         (ClipRecorder, "max_clip_s", "clips.max_clip_s"),
         (ClipRecorder, "quota_bytes", "clips.quota_mb"),
