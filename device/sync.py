@@ -9,6 +9,9 @@
 * No ack, however malformed, leaves a callback: it is logged and counted (``acks_rejected``).
   paho's network thread is watched (``network_alive``): the daemon stops non-zero when it dies,
   and systemd starts it again.
+* A broker that cannot be reached or refuses the login is logged once per outage (address and
+  reason, at error level), then each retry at debug level: a wrong address is visible at once
+  without filling the journal during a week offline.
 * Persistent session (``clean_start=False`` + session expiry), so acks published while the
   device was offline wait at the broker; paho reconnects by itself with capped backoff.
 * Retained ``DeviceStatus`` (online) on connect and every ``status_interval_s``; the same topic is
@@ -22,6 +25,7 @@ import functools
 import json
 import logging
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -96,6 +100,7 @@ class MqttSync:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._last_status = 0.0
+        self.connect_failures = 0  # in the current outage (since the last successful connect)
         self.acks_received = 0
         self.acks_rejected = 0
         self.batches_sent = 0
@@ -126,6 +131,7 @@ class MqttSync:
         client.reconnect_delay_set(min_delay=cfg.reconnect_min_s, max_delay=cfg.reconnect_max_s)
         client.max_inflight_messages_set(100)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
@@ -192,8 +198,9 @@ class MqttSync:
     @_guarded
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("mqtt broker %s refused the connection: %s", self.cfg.host, reason_code)
+            self._report_connect_failure(f"the broker refused the connection: {reason_code}")
             return
+        self.connect_failures = 0
         log.info(
             "mqtt connected to %s:%s (session present: %s)",
             self.cfg.host,
@@ -210,6 +217,31 @@ class MqttSync:
         if self.cfg.ha_discovery:
             self._publish_ha_discovery()
         self._wake.set()
+
+    @_guarded
+    def _on_connect_fail(self, client, userdata) -> None:
+        # paho calls this inside its ``except OSError`` and does not pass the error on
+        err = sys.exc_info()[1]
+        reason = f"{type(err).__name__}: {err}" if err is not None else "no reason given"
+        self._report_connect_failure(f"cannot connect: {reason}")
+
+    def _report_connect_failure(self, reason: str) -> None:
+        """The first failure of an outage at error level, with the address; its retries at debug."""
+        self.connect_failures += 1
+        cfg = self.cfg
+        if self.connect_failures > 1:
+            log.debug("mqtt broker %s:%s: %s (retry %d)", cfg.host, cfg.port, reason,
+                      self.connect_failures - 1)  # fmt: skip
+            return
+        log.error(
+            "mqtt broker %s:%s: %s; the outbox keeps everything, retrying every %g to %g s "
+            "(further failures of this outage at debug level)",
+            cfg.host,
+            cfg.port,
+            reason,
+            cfg.reconnect_min_s,
+            cfg.reconnect_max_s,
+        )
 
     @_guarded
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
