@@ -25,25 +25,15 @@ from bench.events import (
     match_events,
 )
 from bench.reports import markdown_table, pyplot
+from biovita import annotations
 from biovita.errors import ManifestError
-from biovita.manifest import read_csv_rows
 
 DEFAULT_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 1.0, 0.05))
 
 
 def read_truth(path: Path) -> list[TimedEvent]:
     """Ground truth CSV: start_s,end_s,species_id (other columns ignored)."""
-    rows = read_csv_rows(
-        path,
-        {"start_s", "end_s", "species_id"},
-        columns_hint="columns: start_s,end_s,species_id",
-        name="ground truth",
-        missing_hint="pass --truth FILE.csv",
-    )
-    try:
-        return [TimedEvent(float(r["start_s"]), float(r["end_s"]), r["species_id"]) for r in rows]
-    except ValueError as err:
-        raise ManifestError(f"{path}: {err}", hint="start_s and end_s are seconds") from err
+    return [TimedEvent(e.start_s, e.end_s, e.species_id) for e in annotations.read_truth(path)]
 
 
 def world_soundscapes(world: Path) -> list[tuple[Path, Path]]:

@@ -90,9 +90,19 @@ def audio_info(path: str | Path) -> soundfile._SoundFileInfo:
 
 
 def list_audio_files(folder: str | Path) -> list[Path]:
-    """Audio files below ``folder``, sorted, so a folder plays back in a stable order."""
+    """Audio files below ``folder``, sorted, so a folder plays back in a stable order.
+
+    Hidden files and folders are skipped, among them the ``._rec.wav`` AppleDouble files macOS
+    leaves on every card it touches (resource forks, not audio).
+    """
     folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in AUDIO_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def window_starts(n_samples: int, window: int, hop: int, pad_last: bool = True) -> list[int]:

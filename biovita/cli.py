@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from biovita.errors import BiovitaError
 
 EXIT_USER_ERROR = 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool killed by SIGPIPE
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -63,4 +64,20 @@ def run(
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_went_away()
+    try:
+        sys.stdout.flush()  # here, not at interpreter exit, where the error would be a traceback
+    except BrokenPipeError:
+        return _reader_went_away()
     return int(result or 0)
+
+
+def _reader_went_away() -> int:
+    """``cmd | head``: the reader closed the pipe; stop quietly, as a shell tool does.
+
+    stdout is pointed at /dev/null so the interpreter's final flush cannot fail again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE

@@ -53,3 +53,11 @@ class ConfigError(BiovitaError):
 
 class ManifestError(BiovitaError):
     """A training-data manifest with a missing column, file or unknown species."""
+
+
+class ParityError(BiovitaError):
+    """An exported model or engine does not reproduce its reference within the stated tolerance."""
+
+
+class EngineUnavailableError(BiovitaError):
+    """An inference runtime (TensorRT, cuda-python, ONNX Runtime) or the GPU it needs is missing."""

@@ -52,20 +52,22 @@ def build_pipeline(bundle: Bundle, cfg: DeviceConfig, backend: Backend) -> Pipel
     spec = bundle.manifest.frontend
     hop_s = cfg.windows.hop_s or spec.hop_s
     hop = int(round(hop_s * spec.sample_rate))
+    clock_rate = spec.sample_rate * cfg.audio.time_expansion  # stream samples per real second
     policy = ScoringPolicy.from_config(bundle.manifest.scoring, cfg.classify)
     c, defaults = cfg.classify, bundle.manifest.scoring
     tracker = EventTracker(  # the tracker refuses an N above M however the two were mixed
         confirm_hits=c.confirm_hits or defaults.confirm_hits,
         confirm_windows=c.confirm_windows or defaults.confirm_windows,
         merge_gap=c.merge_gap_windows,
-        max_event_windows=max(1, int(c.max_event_s / hop_s)),
+        max_event_samples=max(1, int(round(c.max_event_s * clock_rate))),
     )
     return Pipeline(
         backend,
         Scorer(bundle.bank, policy),
         tracker,
-        Windower(spec.window_samples, hop, spec.sample_rate),
-        cfg.inference.max_batch,
+        Windower(spec.window_samples, hop, clock_rate),
+        max_batch=cfg.inference.max_batch,
+        silence_dbfs=c.silence_dbfs,
     )
 
 
@@ -93,6 +95,12 @@ def build_source(bundle: Bundle, cfg: DeviceConfig) -> AudioSource:
             a.channel,
             min_rate(bundle, cfg),
             speed=a.speed,
+            time_expansion=a.time_expansion,
+        )
+    if a.time_expansion > 1:
+        raise ConfigError(
+            f"audio.time_expansion applies to recordings, not to a live {a.source}",
+            hint="classify the recordings (or listen --file them) with the time expansion",
         )
     if a.source == "stdin":
         return StdinSource(
@@ -102,6 +110,7 @@ def build_source(bundle: Bundle, cfg: DeviceConfig) -> AudioSource:
             a.stdin_format,
             a.channel,
             a.block_s,
+            min_rate=min_rate(bundle, cfg),
         )
     return SoundcardSource(
         rate,
@@ -144,7 +153,8 @@ def build_daemon(cfg: DeviceConfig) -> Daemon:
         backend = build_backend(bundle, cfg)
         context = replace(
             detection_context(bundle, cfg, backend),
-            clock_synced=cfg.audio.source != "soundcard" or clock_is_synced(),
+            # a file played as a stream is dated by playback, not by when it was recorded
+            clock_synced=cfg.audio.source != "file" and clock_is_synced(),
         )
         store = Store(cfg.store_path, cfg.store.busy_timeout_ms)
         undo.callback(store.close)

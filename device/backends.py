@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from biovita.bundle import Bundle, EngineEntry, TowerSpec
-from biovita.errors import BundleError, ConfigError
+from biovita.errors import BundleError, ConfigError, EngineUnavailableError
 from device.config import InferenceSection, default_of
+from device.cuda import DeviceBuffer, compute_capability
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,23 @@ def select_tower(bundle: Bundle, precision: str | None = None) -> TowerSpec:
     )
 
 
+ONNXRUNTIME_HINT = (
+    "on a Jetson install NVIDIA's onnxruntime-gpu wheel for JetPack 6 (README, 'On a Jetson'); "
+    "elsewhere pip install 'biovita-field[device]'"
+)
+
+
+def import_onnxruntime():
+    """``onnxruntime`` (CPU build or NVIDIA's GPU build), or an error naming the one to install."""
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise EngineUnavailableError(
+            f"ONNX Runtime is not installed ({err})", hint=ONNXRUNTIME_HINT
+        ) from None
+    return onnxruntime
+
+
 class OnnxRuntimeBackend:
     """ONNX Runtime on the providers asked for that this build has (CUDA where present)."""
 
@@ -51,8 +69,7 @@ class OnnxRuntimeBackend:
         precision: str | None = default_of(InferenceSection, "precision"),
         allow_spinning: bool = default_of(InferenceSection, "allow_spinning"),
     ) -> None:
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         tower = select_tower(bundle, precision)
         path = bundle.path(tower.file)
 
@@ -154,61 +171,37 @@ def local_tensorrt() -> tuple[str | None, str | None]:
     except ImportError:
         return None, None
     try:
-        from cuda import cudart
-
-        err, major = cudart.cudaDeviceGetAttribute(
-            cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, 0
-        )
-        err2, minor = cudart.cudaDeviceGetAttribute(
-            cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, 0
-        )
-        if err != cudart.cudaError_t.cudaSuccess or err2 != cudart.cudaError_t.cudaSuccess:
-            return tensorrt.__version__, None
-        return tensorrt.__version__, f"{major}.{minor}"
-    except ImportError:
+        return tensorrt.__version__, compute_capability()
+    except EngineUnavailableError:
         return tensorrt.__version__, None
 
 
-class TensorRTBackend:  # pragma: no cover - runs only where TensorRT and a GPU exist
+class TensorRTRunner:  # pragma: no cover - runs only where TensorRT and a GPU exist
     """A serialized TensorRT engine, run with cuda-python on the default stream.
 
-    Batches larger than the engine's ``max_batch`` are split; input is copied host -> device, the
-    engine runs, the embedding is copied back. Buffers are sized for ``max_batch`` once.
+    Batches larger than ``max_batch`` are split; input is copied host -> device, the engine runs,
+    the embedding is copied back. Buffers are sized for ``max_batch`` once.
     """
 
-    def __init__(self, bundle: Bundle, engine: EngineEntry) -> None:
+    def __init__(self, engine_bytes: bytes, tower: TowerSpec, max_batch: int, name: str) -> None:
         import tensorrt as trt
-        from cuda import cudart
 
-        self._cudart = cudart
-        tower = bundle.manifest.tower
         self.input_name, self.output_name = tower.input_name, tower.output_name
         self.window_samples, self.dim = tower.input_samples, tower.embedding_dim
-        self.max_batch = engine.max_batch
+        self.max_batch = max_batch
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(bundle.path(engine.file).read_bytes())
+        self.engine = runtime.deserialize_cuda_engine(engine_bytes)
         if self.engine is None:
             raise BundleError(
-                f"TensorRT cannot deserialize {engine.file}",
-                hint="rebuild the engine on this device with biovita-export",
+                f"TensorRT {trt.__version__} cannot deserialize the {name} engine",
+                hint="rebuild the engine on this device with biovita-field engine",
             )
         self.context = self.engine.create_execution_context()
-        self._in = self._malloc(self.max_batch * self.window_samples * 4)
-        self._out = self._malloc(self.max_batch * self.dim * 4)
-        self.context.set_tensor_address(self.input_name, self._in)
-        self.context.set_tensor_address(self.output_name, self._out)
-        self.name = f"tensorrt-{engine.precision}"
-
-    def _malloc(self, nbytes: int) -> int:
-        err, ptr = self._cudart.cudaMalloc(nbytes)
-        self._check(err, "cudaMalloc")
-        return ptr
-
-    def _check(self, err, what: str) -> None:
-        if err != self._cudart.cudaError_t.cudaSuccess:
-            raise BundleError(
-                f"CUDA {what} failed: {err}", hint="check the GPU with biovita-field doctor"
-            )
+        self._in = DeviceBuffer(max_batch * self.window_samples * 4)
+        self._out = DeviceBuffer(max_batch * self.dim * 4)
+        self.context.set_tensor_address(self.input_name, self._in.ptr)
+        self.context.set_tensor_address(self.output_name, self._out.ptr)
+        self.name = name
 
     def embed(self, pcm: np.ndarray) -> np.ndarray:
         pcm = np.ascontiguousarray(pcm, dtype=np.float32)
@@ -216,35 +209,60 @@ class TensorRTBackend:  # pragma: no cover - runs only where TensorRT and a GPU 
         return _l2(np.concatenate(parts))
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
-        cudart = self._cudart
-        kind = cudart.cudaMemcpyKind
         self.context.set_input_shape(self.input_name, chunk.shape)
-        (err,) = cudart.cudaMemcpy(
-            self._in, chunk.ctypes.data, chunk.nbytes, kind.cudaMemcpyHostToDevice
-        )
-        self._check(err, "copy to device")
+        self._in.upload(chunk)
         if not self.context.execute_async_v3(0):
             raise BundleError("TensorRT inference failed", hint="check the engine with doctor")
-        out = np.empty((len(chunk), self.dim), dtype=np.float32)
-        (err,) = cudart.cudaMemcpy(
-            out.ctypes.data, self._out, out.nbytes, kind.cudaMemcpyDeviceToHost
-        )
-        self._check(err, "copy to host")
-        return out
+        return self._out.download(np.empty((len(chunk), self.dim), dtype=np.float32))
+
+
+def tensorrt_backend(bundle: Bundle, engine: EngineEntry) -> TensorRTRunner:  # pragma: no cover
+    """The bundle's engine ``engine``, ready to embed windows."""
+    engine_bytes = bundle.path(engine.file).read_bytes()
+    name = f"tensorrt-{engine.precision}"
+    return TensorRTRunner(engine_bytes, bundle.manifest.tower, engine.max_batch, name)
+
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+@dataclass(frozen=True)
+class BackendPlan:
+    """Which runtime ``listen`` will use, and why (what ``doctor`` prints)."""
+
+    runtime: str  # "tensorrt" | "onnxruntime"
+    engine: EngineEntry | None
+    reason: str
+    fallback: bool  # TensorRT was asked for or possible but is not used
+
+
+def plan_backend(
+    engines: list[EngineEntry],
+    backend: str,
+    tensorrt_version: str | None,
+    compute_capability: str | None,
+) -> BackendPlan:
+    """The config's ``inference.backend`` against what this device has: pure, so tested anywhere."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}", hint="use auto, onnxruntime or tensorrt")
+    if backend == "onnxruntime":
+        return BackendPlan("onnxruntime", None, "inference.backend is onnxruntime", False)
+    choice = select_engine(engines, tensorrt_version, compute_capability)
+    if choice.engine is not None:
+        return BackendPlan("tensorrt", choice.engine, choice.reason, False)
+    return BackendPlan("onnxruntime", None, choice.reason, backend == "tensorrt" or bool(engines))
 
 
 def make_backend(bundle: Bundle, cfg: InferenceSection):
     """The backend the config asks for; ``auto`` = a matching TensorRT engine, else ONNX Runtime."""
-    backend = cfg.backend
-    if backend != "onnxruntime":
-        choice = select_engine(bundle.manifest.engines, *local_tensorrt())
-        if choice.engine is not None:
-            log.info("using TensorRT: %s", choice.reason)
-            return TensorRTBackend(bundle, choice.engine)
-        if backend == "tensorrt" or bundle.manifest.engines:
-            log.warning("TensorRT not used, falling back to ONNX Runtime: %s", choice.reason)
-        else:
-            log.info("using ONNX Runtime: %s", choice.reason)
+    plan = plan_backend(bundle.manifest.engines, cfg.backend, *local_tensorrt())
+    if plan.engine is not None:
+        log.info("using TensorRT: %s", plan.reason)
+        return tensorrt_backend(bundle, plan.engine)
+    if plan.fallback:
+        log.warning("TensorRT not used, falling back to ONNX Runtime: %s", plan.reason)
+    else:
+        log.info("using ONNX Runtime: %s", plan.reason)
     return OnnxRuntimeBackend(
         bundle, cfg.providers, cfg.intra_op_threads, cfg.precision, cfg.allow_spinning
     )

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +59,12 @@ def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = No
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from device.app import build_backend, open_bundle
-    from device.offline import classify_files
-    from device.outputs import write_outputs
+    from device.app import open_bundle
+    from device.offline import classify_batch
     from device.store import Store
 
-    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    unknown = set(formats) - set(FORMATS)
+    formats = {f.strip() for f in args.formats.split(",") if f.strip()}
+    unknown = formats - set(FORMATS)
     if unknown:
         raise ConfigError(
             f"unknown output format(s) {sorted(unknown)}", hint=f"use {', '.join(FORMATS)}"
@@ -74,28 +75,55 @@ def cmd_classify(args: argparse.Namespace) -> int:
             "classify.threshold": args.threshold,
             "inference.intra_op_threads": args.threads,
             "inference.max_batch": args.batch,
+            "audio.time_expansion": args.time_expansion,
         },
     )
     bundle = open_bundle(cfg)
-    backend = build_backend(bundle, cfg)
+    out_dir = args.out or (args.path if args.path.is_dir() else args.path.parent)
     store = Store(cfg.store_path, cfg.store.busy_timeout_ms) if args.db else None
     try:
-        result = classify_files(args.path, bundle, cfg, backend, store, progress=not args.quiet)
+        result = classify_batch(
+            args.path,
+            bundle,
+            cfg,
+            out_dir,
+            formats,
+            workers=args.workers,
+            resume=args.resume,
+            store=store,
+            start_time=args.start_time,
+            progress=not args.quiet,
+        )
     finally:
         if store is not None:
             store.close()
-    out_dir = args.out or (args.path if args.path.is_dir() else args.path.parent)
-    written = write_outputs(
-        result.rows, out_dir, formats, bundle.manifest.frontend.f_max, result.errors
-    )
     n = sum(len(r) for r in result.rows.values())
     print(
-        f"{n} detections in {len(result.rows)} file(s), {result.audio_s:.1f} s of audio, "
-        f"{len(result.errors)} error(s); wrote {len(written)} file(s) to {out_dir}"
+        f"{n} detections in {len(result.rows)} file(s), {result.audio_s:.1f} s of audio "
+        f"classified, {result.silent_windows} silent window(s) skipped, "
+        f"{len(result.skipped)} file(s) skipped (--resume: results exist), "
+        f"{len(result.errors)} error(s); results in {out_dir}"
     )
-    for file, message in result.errors.items():
-        print(f"error: {file}: {message}")
-    return 1 if result.errors and len(result.errors) == len(result.rows) else 0
+    if result.ultrasonic:
+        lines = [f"{len(result.ultrasonic)} file(s) with most of their energy above the band:"]
+        lines += [f"  {warning}" for warning in result.ultrasonic.values()]
+        print("\n".join(lines), file=sys.stderr)
+    if result.errors:
+        lines = [f"{len(result.errors)} file(s) failed:"]
+        lines += [f"error: {file}: {message}" for file, message in result.errors.items()]
+        print("\n".join(lines), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _start_time(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time, e.g. 2026-05-01T05:30:00+02:00"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 # -------------------------------------------------------------------------------------- listen
@@ -182,6 +210,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------- engine
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    from biovita.parity import describe
+    from device.engine import EngineOptions, build_engine
+
+    bundle = config_from_args(args).bundle
+    if bundle is None:
+        raise ConfigError(
+            "no bundle to build an engine for", hint="pass --bundle DIR or set bundle in the config"
+        )
+    options = EngineOptions(
+        precision=args.precision,
+        min_batch=args.min_batch,
+        opt_batch=args.opt_batch,
+        max_batch=args.max_batch,
+        workspace_mb=args.workspace_mb,
+    )
+    entry = build_engine(bundle, options)
+    print(f"engine {entry.file}: TensorRT {entry.tensorrt_version}, sm {entry.compute_capability}")
+    if entry.parity:
+        print("  parity: " + describe(entry.parity))
+    return 0
+
+
 # -------------------------------------------------------------------------------------- doctor
 
 
@@ -199,6 +253,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from device.engine import EngineOptions
+
     parser = argparse.ArgumentParser(
         prog="biovita-field",
         description="listen, classify and sync detections on a field recorder.",
@@ -218,6 +274,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="minimum score (default: the bundle's)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (0 = all cores)")
     p.add_argument("--batch", type=int, help="windows per inference call")
+    p.add_argument(
+        "--workers", type=int, default=1, help="files classified at once, one process each"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="skip files whose results are already written"
+    )
+    p.add_argument(
+        "--start-time",
+        type=_start_time,
+        help="UTC start of the recording (ISO 8601; no offset = UTC) when its name does not "
+        "say (names YYYYMMDD_HHMMSS or PREFIX_YYYYMMDD_HHMMSS do)",
+    )
+    p.add_argument(
+        "--time-expansion",
+        type=int,
+        metavar="N",
+        help="play the recordings N times slower (bats: 10); times stay real",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_classify)
 
@@ -253,6 +327,25 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser(
+        "engine", help="build a TensorRT engine into the bundle, on this board (Jetson)"
+    )
+    _common(p)
+    precision = p.add_mutually_exclusive_group()
+    for name, help_text in [
+        ("fp32", "no reduced precision (TF32 off)"),
+        ("fp16", "fp16, the log-mel kept in fp32 (default)"),
+        ("int8", "int8 calibrated on the bundle's windows, fp16 where faster"),
+    ]:
+        precision.add_argument(
+            f"--{name}", dest="precision", action="store_const", const=name, help=help_text
+        )
+    p.set_defaults(precision=EngineOptions.precision, func=cmd_engine)
+    p.add_argument("--min-batch", type=int, default=EngineOptions.min_batch)
+    p.add_argument("--opt-batch", type=int, default=EngineOptions.opt_batch)
+    p.add_argument("--max-batch", type=int, default=EngineOptions.max_batch)
+    p.add_argument("--workspace-mb", type=int, default=EngineOptions.workspace_mb)
     return parser
 
 

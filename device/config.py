@@ -46,6 +46,7 @@ class AudioSection(_Section):
     stdin_rate_hz: int = Field(16_000, gt=0)
     stdin_format: Literal["float32", "int16"] = "int16"
     min_rate_hz: int | None = Field(None, gt=0)  # below: refuse (None = 2 x front-end f_max)
+    time_expansion: int = Field(1, ge=1)  # recordings played N times slower (bats); times real
 
 
 class WindowsSection(_Section):
@@ -87,6 +88,7 @@ class ClassifySection(_Section):
     confirm_windows: int | None = Field(None, ge=1)  # ... within M windows (None: the bundle's)
     merge_gap_windows: int = Field(1, ge=0)  # hit-free windows allowed inside one event
     max_event_s: float = Field(60.0, gt=0)
+    silence_dbfs: float = Field(-80.0, le=0)  # windows quieter than this are not classified
 
     @model_validator(mode="after")
     def _check(self) -> ClassifySection:

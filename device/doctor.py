@@ -58,6 +58,39 @@ def check_bundle(cfg: DeviceConfig) -> str:
     )
 
 
+def check_runtime(cfg: DeviceConfig) -> str:
+    """TensorRT, the GPU, ONNX Runtime's providers, and which of them ``listen`` will use."""
+    from device.app import open_bundle
+    from device.backends import import_onnxruntime, local_tensorrt, plan_backend
+    from device.cuda import compute_capability
+
+    version, capability = local_tensorrt()
+    try:
+        gpu = f"CUDA GPU sm {compute_capability()}"
+    except BiovitaError as err:
+        gpu = str(err)
+    tensorrt = f"TensorRT {version}" if version else "TensorRT not installed"
+    try:
+        ort = import_onnxruntime()
+        onnx_runtime = (
+            f"ONNX Runtime {ort.__version__} ({', '.join(ort.get_available_providers())})"
+        )
+    except BiovitaError as err:
+        onnx_runtime = None
+        missing = err
+    plan = plan_backend(
+        open_bundle(cfg).manifest.engines, cfg.inference.backend, version, capability
+    )
+    if plan.runtime == "onnxruntime" and onnx_runtime is None:
+        raise BiovitaError(
+            f"{tensorrt}; {gpu}; no runtime for listen: {missing} and no TensorRT engine "
+            f"({plan.reason})",
+            hint=missing.hint,
+        )
+    uses = f"tensorrt ({plan.engine.precision})" if plan.engine else "onnxruntime"
+    return f"{tensorrt}; {gpu}; {onnx_runtime or 'ONNX Runtime not installed'}; listen uses {uses}: {plan.reason}"
+
+
 def check_disk(cfg: DeviceConfig) -> str:
     from biovita.errors import ConfigError
 
@@ -141,6 +174,7 @@ def run_checks(cfg: DeviceConfig) -> list[Check]:
     return [
         _run("audio", lambda: check_audio(cfg)),
         _run("bundle", lambda: check_bundle(cfg)),
+        _run("runtime", lambda: check_runtime(cfg)),
         _run("disk", lambda: check_disk(cfg)),
         _run("store", lambda: check_store(cfg)),
         _run("broker", lambda: check_broker(cfg)),

@@ -3,6 +3,11 @@
 ``Pipeline.push`` windows the audio and queues windows; ``Pipeline.drain`` runs the tower on what
 is queued in batches of up to ``max_batch`` (one batch when inference keeps up, several windows
 per call when it falls behind) and returns the events that closed. ``finish`` flushes the tail.
+
+Silence gate: a window whose real audio (padding aside) has an RMS below ``silence_dbfs`` (after
+removing any DC offset) is not classified; it counts as a window without hits, so it still closes
+events, and ``windows_silent`` counts it. Digital silence (a muted card, a zero-filled file) thus
+never reaches the tower, which would otherwise embed rounding noise as if it were a call.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import numpy as np
 from biovita.bank import SpeciesBank
 from biovita.detection import Alternative, Detection
 from device.classify import UNKNOWN, EventTracker, Scorer
-from device.records import AudioBlock, Backend, Event, Window
+from device.records import AudioBlock, Backend, Event, Window, WindowResult
 from device.windows import Windower
 
 
@@ -25,12 +30,16 @@ class Pipeline:
         scorer: Scorer,
         tracker: EventTracker,
         windower: Windower,
-        max_batch: int = 32,
+        *,
+        max_batch: int,  # inference.max_batch and classify.silence_dbfs: the config's defaults
+        silence_dbfs: float,
     ) -> None:
         self.backend, self.scorer, self.tracker, self.windower = backend, scorer, tracker, windower
         self.max_batch = max_batch
+        self.silence_rms = 10.0 ** (silence_dbfs / 20.0)
         self.queued: list[Window] = []
         self.windows_classified = 0
+        self.windows_silent = 0
         self.batches = 0
 
     def push(self, block: AudioBlock) -> None:
@@ -43,12 +52,30 @@ class Pipeline:
         events: list[Event] = []
         while self.queued:
             batch, self.queued = self.queued[: self.max_batch], self.queued[self.max_batch :]
-            embeddings = self.backend.embed(np.stack([w.samples for w in batch]))
-            for result in self.scorer.score(batch, embeddings):
+            silent = [self._silent(w) for w in batch]
+            loud = [w for w, quiet in zip(batch, silent, strict=True) if not quiet]
+            scored = iter(self._score(loud))
+            for window, quiet in zip(batch, silent, strict=True):
+                result = WindowResult(window, (), ()) if quiet else next(scored)
                 events += self.tracker.push(result)
-            self.windows_classified += len(batch)
-            self.batches += 1
+            self.windows_silent += len(batch) - len(loud)
         return events
+
+    def _score(self, windows: list[Window]) -> list[WindowResult]:
+        if not windows:
+            return []
+        embeddings = self.backend.embed(np.stack([w.samples for w in windows]))
+        self.windows_classified += len(windows)
+        self.batches += 1
+        return self.scorer.score(windows, embeddings)
+
+    def _silent(self, window: Window) -> bool:
+        audio = window.audio
+        if audio.size == 0:
+            return True
+        mean = float(audio.sum()) / audio.size  # float32 pairwise sums: exact enough here
+        power = float(np.dot(audio, audio)) / audio.size  # BLAS: ~20x quicker than np.std
+        return power - mean * mean < self.silence_rms**2
 
     def finish(self) -> list[Event]:
         """End of stream: classify the padded tail and close every open event."""
@@ -68,14 +95,20 @@ class DetectionContext:
 
 
 def event_to_detection(
-    event: Event, bank: SpeciesBank, ctx: DetectionContext, clip_id: str | None = None
+    event: Event,
+    bank: SpeciesBank,
+    ctx: DetectionContext,
+    clip_id: str | None = None,
+    detection_id: str | None = None,
 ) -> Detection:
+    """``detection_id``: a stable id (offline files); None: a fresh random one (live audio)."""
     if event.species_id == UNKNOWN:
         scientific, common = "", "unknown"
     else:
         taxon = bank.taxon(event.species_id)
         scientific, common = taxon.scientific_name, taxon.common_name
     return Detection(
+        **({"id": detection_id} if detection_id else {}),
         device_id=ctx.device_id,
         site_id=ctx.site_id,
         start_utc=event.wall_time,

@@ -48,10 +48,21 @@ class Window:
     origin: str = ""
     index: int = 0  # windows since the stream started
     discontinuity: bool = False  # True: the audio before this window is not contiguous with it
+    padding: int = 0  # zeros after the end of the audio (the last window of a stream)
 
     @property
     def end_sample(self) -> int:
         return self.start_sample + len(self.samples)
+
+    @property
+    def audio_end_sample(self) -> int:
+        """One past the last real sample: an event never reaches into the padding."""
+        return self.end_sample - self.padding
+
+    @property
+    def audio(self) -> np.ndarray:
+        """The window's real samples, without the padding."""
+        return self.samples[: len(self.samples) - self.padding]
 
 
 @dataclass(frozen=True)

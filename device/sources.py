@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 class StreamResampler:
     """Band-limited resampling of a stream in blocks (libsoxr keeps state between calls)."""
 
-    def __init__(self, rate_in: int, rate_out: int) -> None:
+    def __init__(self, rate_in: float, rate_out: int) -> None:
         self.rate_in, self.rate_out = rate_in, rate_out
         self._stream = (
             None
@@ -46,24 +48,46 @@ class StreamResampler:
         return self._stream.resample_chunk(mono, last=last)
 
 
-def check_rate(rate: int, min_rate: int, origin: str) -> None:
+def check_rate(rate: float, min_rate: int, origin: str) -> None:
     if rate < min_rate:
         raise AudioError(
-            f"{origin} is sampled at {rate} Hz, below the {min_rate} Hz the model needs "
+            f"{origin} is sampled at {rate:g} Hz, below the {min_rate} Hz the model needs "
             f"(it listens up to {min_rate // 2} Hz; upsampling cannot add what was never recorded)",
             hint="record at a higher rate, or set audio.min_rate_hz if you accept the loss",
         )
 
 
-class _Blocker:
-    """Turns mono blocks at the native rate into ``AudioBlock``s at the target rate."""
+ULTRASONIC_FRACTION = 0.5  # more of the energy than this above the model's band: say so
+BAND_CHECK_S = 10.0  # a live stream is judged on its first seconds, a file on all of it
 
-    def __init__(self, rate_in: int, rate_out: int, origin: str, start_utc: datetime) -> None:
-        self.resample = StreamResampler(rate_in, rate_out)
+
+class _Blocker:
+    """Turns mono blocks at the native rate into ``AudioBlock``s at the target rate.
+
+    ``time_expansion`` N plays the audio N times slower (a bat recording at 250 kHz and N = 10
+    becomes 25 kHz audio with its 40 kHz calls at 4 kHz); the counter then runs N times faster
+    than real time, and the wall clock stays in real time. The energy the resampler removes is
+    the energy above the model's band: when it is most of the audio, one warning says so.
+    """
+
+    def __init__(
+        self,
+        rate_in: int,
+        rate_out: int,
+        origin: str,
+        start_utc: datetime,
+        time_expansion: int = 1,
+        live: bool = True,
+    ) -> None:
+        self.resample = StreamResampler(rate_in / time_expansion, rate_out)
+        self.live = live  # judge the band after BAND_CHECK_S; a file is judged at its end
         self.rate_in, self.rate_out = rate_in, rate_out
+        self.clock_rate = rate_out * time_expansion  # counter samples per real second
         self.origin, self.start_utc = origin, start_utc
         self.counter = 0  # output samples so far
         self.frames_in = 0  # input frames so far
+        self.energy_in = self.energy_out = 0.0  # sum of squares per second, either side
+        self.band_warned = False
 
     def block(
         self, mono: np.ndarray, last: bool = False, wall: datetime | None = None
@@ -71,12 +95,45 @@ class _Blocker:
         self._check_finite(mono)
         self.frames_in += len(mono)
         out = self.resample(mono, last=last)
+        self.energy_in += float(np.dot(mono, mono)) / self.resample.rate_in
+        self.energy_out += float(np.dot(out, out)) / self.rate_out
+        judged = last or (self.live and self.frames_in >= BAND_CHECK_S * self.rate_in)
+        if judged and not self.band_warned:
+            self._warn_if_ultrasonic()
         if out.size == 0:
             return None
-        when = wall or self.start_utc + timedelta(seconds=self.counter / self.rate_out)
+        when = wall or self.start_utc + timedelta(seconds=self.counter / self.clock_rate)
         block = AudioBlock(out, self.rate_out, self.counter, when, self.origin)
         self.counter += out.size
         return block
+
+    @property
+    def above_band_fraction(self) -> float:
+        """Share of the input's energy above the model's band (the resampler removed it)."""
+        if self.resample.rate_in <= self.rate_out or self.energy_in <= 0.0:
+            return 0.0
+        return min(1.0, max(0.0, 1.0 - self.energy_out / self.energy_in))
+
+    @property
+    def band_top_hz(self) -> float:
+        """The highest real frequency the model hears of this audio."""
+        return self.clock_rate / 2
+
+    def ultrasonic_warning(self) -> str | None:
+        fraction = self.above_band_fraction
+        if fraction <= ULTRASONIC_FRACTION:
+            return None
+        return (
+            f"{self.origin}: {fraction:.0%} of its energy lies above {self.band_top_hz:.0f} Hz, "
+            "which the model does not hear (ultrasonic? a bat recording can be classified "
+            "time-expanded: --time-expansion 10, or audio.time_expansion)"
+        )
+
+    def _warn_if_ultrasonic(self) -> None:
+        self.band_warned = True
+        warning = self.ultrasonic_warning()
+        if warning:
+            log.warning("%s", warning)
 
     def _check_finite(self, mono: np.ndarray) -> None:
         bad = ~np.isfinite(mono)
@@ -108,6 +165,15 @@ def expand_paths(path: Path) -> list[Path]:
     return [path]
 
 
+@dataclass
+class DecodeReport:
+    """What decoding a file found out, for the caller's summary."""
+
+    native_rate: int | None = None
+    above_band_fraction: float = 0.0  # of the energy, above what the model hears
+    ultrasonic: str | None = None  # the warning, when that is most of it
+
+
 def read_file_blocks(
     path: Path,
     rate_out: int,
@@ -115,12 +181,18 @@ def read_file_blocks(
     channel: int | None = None,
     min_rate: int = 1,
     start_utc: datetime | None = None,
+    time_expansion: int = 1,
+    report: DecodeReport | None = None,
 ) -> Iterator[AudioBlock]:
     """Decode ``path`` in blocks, down-mix, resample; counters start at 0 for this file.
+
+    ``time_expansion`` N: the file is played N times slower (its rate read as rate / N); block
+    times stay real. ``report`` is filled in for the caller's summary.
 
     Raises ``AudioError`` for a file that cannot be decoded, is empty, holds NaN/Inf samples, is
     sampled too low, or ends before the length its header declares (truncated).
     """
+    path = Path(path)
     origin = str(path)
     try:
         sf = soundfile.SoundFile(path)
@@ -134,8 +206,12 @@ def read_file_blocks(
             raise AudioError(
                 f"{path} holds no audio samples", hint="the file is empty; re-record it"
             )
-        check_rate(sf.samplerate, min_rate, origin)
-        blocker = _Blocker(sf.samplerate, rate_out, origin, start_utc or _file_start(path))
+        played = f"{origin} played {time_expansion}x slower" if time_expansion > 1 else origin
+        check_rate(sf.samplerate / time_expansion, min_rate, played)
+        start = start_utc or file_start(path)[0]
+        blocker = _Blocker(sf.samplerate, rate_out, origin, start, time_expansion, live=False)
+        report = report or DecodeReport()
+        report.native_rate = sf.samplerate
         frames_read = 0
         blocksize = max(1, int(block_s * sf.samplerate))
         while True:
@@ -146,13 +222,17 @@ def read_file_blocks(
                     f"{path} is damaged after {frames_read / sf.samplerate:.1f} s: {err}",
                     hint="the file is truncated or corrupt; re-copy it from the recorder",
                 ) from err
-            last = len(data) < blocksize
+            # only an empty read is the end: a decoder may return a short block before it (an
+            # MP3 frame boundary), and stopping there would drop the rest of the file
+            last = len(data) == 0
             frames_read += len(data)
             block = blocker.block(to_mono(data, channel), last=last)
             if block is not None:
                 yield block
             if last:
                 break
+        report.above_band_fraction = blocker.above_band_fraction
+        report.ultrasonic = blocker.ultrasonic_warning()
         declared = declared_frames(path)
         if declared is not None and declared > frames_read:
             raise AudioError(
@@ -196,14 +276,36 @@ def declared_frames(path: Path) -> int | None:
         return None
 
 
-def _file_start(path: Path) -> datetime:
-    """A file's recording start: its modification time minus its length is the best guess."""
+# AudioMoth names files YYYYMMDD_HHMMSS (UTC); Wildlife Acoustics PREFIX_YYYYMMDD_HHMMSS
+_NAME_TIME = re.compile(r"(?:^|_)(\d{8}_\d{6})(?=$|_)")
+
+
+def start_from_name(path: Path) -> datetime | None:
+    """The recording start a recorder wrote into the file name, read as UTC; None if none."""
+    match = _NAME_TIME.search(path.stem)
+    if match is None:
+        return None
+    try:
+        return datetime.strptime(match.group(1), "%Y%m%d_%H%M%S").replace(tzinfo=timezone.utc)
+    except ValueError:  # 8 and 6 digits that are no date (a counter, a serial number)
+        return None
+
+
+def file_start(path: Path) -> tuple[datetime, bool]:
+    """A file's recording start and whether it is known: from its name, or else a guess.
+
+    The guess (modification time minus length) is only as good as the copy that set the time,
+    so it comes back as not known (``clock_synced`` false on the detections).
+    """
+    named = start_from_name(path)
+    if named is not None:
+        return named, True
     try:
         info = soundfile.info(str(path))
         mtime = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
-        return mtime - timedelta(seconds=info.duration)
+        return mtime - timedelta(seconds=info.duration), False
     except (OSError, RuntimeError, soundfile.LibsndfileError):
-        return datetime.now(timezone.utc)
+        return datetime.now(timezone.utc), False
 
 
 class FileSource:
@@ -224,8 +326,11 @@ class FileSource:
         min_rate: int = 1,
         on_error: Callable[[Path, AudioError], None] | None = None,
         speed: float = 1.0,
+        time_expansion: int = 1,
     ) -> None:
         self.paths = expand_paths(path)
+        self.time_expansion = time_expansion
+        self.clock_rate = rate_out * time_expansion  # stream samples per real second
         self.name = str(path)
         self.rate_out, self.realtime, self.block_s = rate_out, realtime, block_s
         self.channel, self.min_rate, self.speed = channel, min_rate, speed
@@ -233,18 +338,24 @@ class FileSource:
         self._closed = False
 
     def blocks(self) -> Iterator[AudioBlock]:
-        start_wall, start_mono = datetime.now(timezone.utc), time.monotonic()
+        start_mono = time.monotonic()
+        start_wall = self._anchor(datetime.now(timezone.utc))
         offset = 0  # stream samples before the current file
         for path in self.paths:
             file_end = offset
             try:
                 for block in read_file_blocks(
-                    path, self.rate_out, self.block_s, self.channel, self.min_rate
+                    path,
+                    self.rate_out,
+                    self.block_s,
+                    self.channel,
+                    self.min_rate,
+                    time_expansion=self.time_expansion,
                 ):
                     if self._closed:
                         return
                     start = offset + block.start_sample
-                    wall = start_wall + timedelta(seconds=start / self.rate_out)
+                    wall = start_wall + timedelta(seconds=start / self.clock_rate)
                     block = AudioBlock(block.samples, self.rate_out, start, wall, block.origin)
                     if self.realtime:
                         _sleep_until(start_mono + block.end_sample / self.rate_out / self.speed)
@@ -254,8 +365,27 @@ class FileSource:
                 self.on_error(path, err)
             offset = file_end
 
+    def _anchor(self, now: datetime) -> datetime:
+        """The UTC time of the stream's first sample; later samples follow the sample clock.
+
+        Played at the speed of sound the files stand in for a microphone: the stream starts
+        now. Played faster, it is dated as if it had been recorded just before playback began
+        (it ends at ``now``), so no detection is dated in the future and times stay in order.
+        """
+        if self.realtime and self.speed == 1.0:
+            return now
+        total = sum(_duration_or_zero(p) for p in self.paths)  # real seconds, expanded or not
+        return now - timedelta(seconds=total)
+
     def close(self) -> None:
         self._closed = True
+
+
+def _duration_or_zero(path: Path) -> float:
+    try:
+        return float(soundfile.info(str(path)).duration)
+    except (RuntimeError, soundfile.LibsndfileError):
+        return 0.0  # undecodable: on_error reports it when its turn comes
 
 
 def _sleep_until(deadline: float) -> None:
@@ -279,8 +409,10 @@ class StdinSource:
         channel: int | None = None,
         block_s: float = 0.5,
         stream: BinaryIO | None = None,
+        min_rate: int = 1,
     ) -> None:
         self.name = "stdin"
+        check_rate(rate_in, min_rate, "audio on stdin")
         # The unbuffered file, not sys.stdin.buffer: the reader thread may still be blocked in
         # read() when the daemon exits on SIGTERM, and a BufferedReader's lock held by a daemon
         # thread aborts interpreter shutdown ("could not acquire lock ... at shutdown").
@@ -293,7 +425,9 @@ class StdinSource:
         self.rate_in, self.rate_out = rate_in, rate_out
 
     def blocks(self) -> Iterator[AudioBlock]:
-        blocker = _Blocker(self.rate_in, self.rate_out, self.name, datetime.now(timezone.utc))
+        """Times follow the sample clock from the first block's arrival: monotonic and exact
+        whatever the pipe's pace (a pipe faster than real time is not stamped by arrival)."""
+        blocker: _Blocker | None = None
         pending = b""
         while True:
             chunk = self.stream.read(self.block_bytes - len(pending))
@@ -302,13 +436,17 @@ class StdinSource:
             pending += chunk
             if len(pending) < self.block_bytes:
                 continue
-            block = blocker.block(
-                self._decode(pending), wall=_arrival(len(pending) // self.frame_bytes, self.rate_in)
-            )
+            if blocker is None:
+                start = _arrival(len(pending) // self.frame_bytes, self.rate_in)
+                blocker = _Blocker(self.rate_in, self.rate_out, self.name, start)
+            block = blocker.block(self._decode(pending))
             pending = b""
             if block is not None:
                 yield block
         usable = len(pending) - len(pending) % self.frame_bytes
+        if blocker is None:
+            start = _arrival(usable // self.frame_bytes, self.rate_in)
+            blocker = _Blocker(self.rate_in, self.rate_out, self.name, start)
         block = blocker.block(self._decode(pending[:usable]), last=True)
         if block is not None:
             yield block

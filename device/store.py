@@ -77,7 +77,12 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    """The audio file a detection came from (``classify --db``); NULL for live audio."""
+    db.execute("ALTER TABLE detections ADD COLUMN source_file TEXT")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -215,15 +220,24 @@ class Store:
     # ------------------------------------------------------------------------------ writing
 
     def add(
-        self, detections: list[Detection], clips: list[ClipRecord] = (), outbox: bool = True
+        self,
+        detections: list[Detection],
+        clips: list[ClipRecord] = (),
+        outbox: bool = True,
+        source_file: str | None = None,
     ) -> None:
-        """Commit detections, their clips and their outbox rows in ONE transaction."""
+        """Commit detections, their clips and their outbox rows in ONE transaction.
+
+        A detection whose id is already stored is left as it is and not queued again (a file
+        classified twice gives the same ids: its detections are sent once).
+        """
         now = _now()
         with self._write():
             for d in detections:
-                self.conn.execute(
+                inserted = self.conn.execute(
                     "INSERT OR IGNORE INTO detections (id, start_utc, end_utc, species_id, score,"
-                    " similarity, clip_id, payload, created_utc) VALUES (?,?,?,?,?,?,?,?,?)",
+                    " similarity, clip_id, payload, created_utc, source_file)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (
                         d.id,
                         d.start_utc.isoformat(),
@@ -234,9 +248,10 @@ class Store:
                         d.clip_id,
                         d.model_dump_json(),
                         now,
+                        source_file,
                     ),
-                )
-                if outbox:
+                ).rowcount
+                if outbox and inserted:
                     self._enqueue("detection", d.id)
             for c in clips:
                 self.conn.execute(

@@ -1,8 +1,11 @@
 """Blocks in, fixed windows out: a buffer that cuts ``window`` samples every ``hop`` samples.
 
 Windows start at 0, hop, 2 hop, ... exactly as ``biovita.audio.window_starts``; at the end of a
-stream (or at a discontinuity) a tail not yet covered gets one last zero-padded window. Every
-window carries the stream sample counter of its first sample and the wall clock of that sample.
+stream (or at a discontinuity) a tail not yet covered gets one last padded window (so a file
+shorter than a window still gets one), which says how much of it is padding. The padding repeats
+the window's own audio: zeros would add a step into digital silence that a tower reads as part
+of the sound (a 1 s call zero-padded to 3 s loses half its cosine to its species). Every window carries
+the stream sample counter of its first sample and the wall clock of that sample.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from device.records import AudioBlock, Window
 
 class Windower:
     def __init__(self, window: int, hop: int, sample_rate: int) -> None:
+        """``sample_rate``: stream samples per real second, for the times only (the bundle's
+        rate, times the time expansion of a slowed-down bat recording)."""
         if hop <= 0 or window <= 0:
             raise ValueError("window and hop must be positive")
         self.window, self.hop, self.rate = window, hop, sample_rate
@@ -68,12 +73,13 @@ class Windower:
     def _cut(self, start: int) -> Window:
         offset = start - self._buf_start
         samples = self._buf[offset : offset + self.window]
-        if len(samples) < self.window:
-            samples = np.pad(samples, (0, self.window - len(samples)))
+        padding = self.window - len(samples)
+        if padding:  # the audio repeated: its own level and spectrum, no step into silence
+            samples = np.resize(samples, self.window)
         anchor_sample, anchor_wall = self._anchor
         wall = anchor_wall + timedelta(seconds=(start - anchor_sample) / self.rate)
         window = Window(
-            samples, self.rate, start, wall, self._origin, self.index, self._discontinuity
+            samples, self.rate, start, wall, self._origin, self.index, self._discontinuity, padding
         )
         self.index += 1
         self._emitted = True

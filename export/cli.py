@@ -2,8 +2,9 @@
 
 biovita-export --target jetson --checkpoint RUN/student.pt --bank RUN/species.npz --out B
 biovita-export export ...            (the same, as a subcommand)
-biovita-export engine --bundle B [--fp16 | --int8]     (on the Jetson)
 biovita-export verify B
+
+TensorRT engines are built on the recorder itself: `biovita-field engine --bundle B --fp16`.
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from pathlib import Path
 
 from biovita.bundle import load_bundle
 from biovita.cli import run
+from biovita.parity import MIN_INT8_TOP1, describe
 from export.opsupport import DEFAULT_TRT_VERSION
 from export.package import ExportRequest, export_bundle
-from export.parity import MIN_INT8_TOP1, describe
 from export.scoring import calibrate_bundle
-from export.tensorrt_engine import EngineOptions, build_engine
 from export.verify import verify_bundle
 from export.windows import WindowSources
 
-COMMANDS = ("export", "engine", "verify", "calibrate")
+COMMANDS = ("export", "verify", "calibrate")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -63,22 +63,6 @@ def _export(args: argparse.Namespace) -> int:
         )
     if args.tar:
         print(f"  packed: {out.with_name(out.name + '.tar')}")
-    return 0
-
-
-def _engine(args: argparse.Namespace) -> int:
-    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
-    options = EngineOptions(
-        precision=precision,
-        min_batch=args.min_batch,
-        opt_batch=args.opt_batch,
-        max_batch=args.max_batch,
-        workspace_mb=args.workspace_mb,
-    )
-    entry = build_engine(args.bundle, options)
-    print(f"engine {entry.file}: TensorRT {entry.tensorrt_version}, sm {entry.compute_capability}")
-    if entry.parity:
-        print("  parity: " + describe(entry.parity))
     return 0
 
 
@@ -148,19 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
         "soundscapes", type=Path, nargs="+", help="validation soundscapes (files or folders)"
     )
     calibrate.set_defaults(func=_calibrate)
-
-    engine = commands.add_parser(
-        "engine", parents=[common], help="build a TensorRT engine into a bundle (on the target)"
-    )
-    engine.add_argument("--bundle", required=True, type=Path)
-    precision = engine.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", action="store_true")
-    precision.add_argument("--int8", action="store_true", help="calibrated on the bundle's windows")
-    engine.add_argument("--min-batch", type=int, default=1)
-    engine.add_argument("--opt-batch", type=int, default=8)
-    engine.add_argument("--max-batch", type=int, default=32)
-    engine.add_argument("--workspace-mb", type=int, default=1024)
-    engine.set_defaults(func=_engine)
 
     verify = commands.add_parser(
         "verify", parents=[common], help="re-check hashes, shapes, op support and parity"

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from biovita.errors import BiovitaError
+from biovita.errors import BiovitaError, EngineUnavailableError, ParityError
+
+# Raised by the parity checks and the engine build, which live in biovita/ and device/ so that a
+# recorder without the exporter can run them; re-exported for the exporter's callers.
+__all__ = [
+    "EngineUnavailableError",
+    "ExportError",
+    "OpSupportError",
+    "ParityError",
+    "QuantisationError",
+]
 
 
 class ExportError(BiovitaError):
@@ -13,13 +23,5 @@ class OpSupportError(ExportError):
     """The ONNX graph holds an op the target's TensorRT cannot parse."""
 
 
-class ParityError(ExportError):
-    """An exported model does not reproduce its reference within the stated tolerance."""
-
-
 class QuantisationError(ExportError):
     """INT8 quantisation changed the model's answers more than the threshold allows."""
-
-
-class EngineUnavailableError(ExportError):
-    """TensorRT or a CUDA GPU is missing, so no engine can be built on this machine."""

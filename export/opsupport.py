@@ -5,7 +5,7 @@ recorder in the field. The table is the onnx-tensorrt operator matrix for Tensor
 (docs/operators.md, "Y" rows), narrowed to an older 10.x release by the onnx-tensorrt changelog
 (``_ADDED_IN``): e.g. STFT arrived in 10.5 and the window ops in 10.4, so JetPack 6's TensorRT 10.3
 has neither; DFT and MelWeightMatrix are unsupported in every release. The parser on the target
-stays the final word (``biovita-export engine`` parses the graph again); this table catches the
+stays the final word (``biovita-field engine`` parses the graph again); this table catches the
 common mistakes early.
 """
 

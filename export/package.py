@@ -35,10 +35,7 @@ from biovita.bundle import (
     sha256_file,
     staging_dir_for,
 )
-from export.errors import ExportError
-from export.onnx_export import DEFAULT_OPSET, check_tower_io, export_onnx
-from export.opsupport import DEFAULT_TRT_VERSION, check_ops
-from export.parity import (
+from biovita.parity import (
     FP16_TOLERANCE,
     FP32_TOLERANCE,
     MIN_INT8_TOP1,
@@ -47,10 +44,13 @@ from export.parity import (
     describe,
     require,
 )
+from biovita.stored_windows import CALIBRATION_DIR, StoredWindows
+from export.errors import ExportError
+from export.onnx_export import DEFAULT_OPSET, check_tower_io, export_onnx
+from export.opsupport import DEFAULT_TRT_VERSION, check_ops
 from export.quantise import judge_int8, quantise_int8
 from export.runtime import fp16_emulation, ort_embed, ort_session, torch_embed
 from export.scoring import calibrate_bundle
-from export.stored import CALIBRATION_DIR, StoredWindows
 from export.windows import Windows, WindowSources
 from trainer.checkpoint import load_student
 from trainer.models.compact import count_parameters
@@ -91,12 +91,12 @@ class ExportRequest:
             raise ExportError(
                 "an INT8 Jetson model is built by TensorRT on the device, not here",
                 hint="export --target jetson (fp32 ONNX + calibration windows), then run "
-                "`biovita-export engine --bundle B --int8` on the Jetson",
+                "`biovita-field engine --bundle B --int8` on the Jetson",
             )
         if precision == "fp16":
             raise ExportError(
                 "the bundle's ONNX is fp32 for every target; fp16 is a TensorRT engine option",
-                hint="export --target jetson, then `biovita-export engine --bundle B --fp16`",
+                hint="export --target jetson, then `biovita-field engine --bundle B --fp16` on the board",
             )
         return precision
 

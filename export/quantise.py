@@ -39,9 +39,9 @@ from tqdm import tqdm
 
 from biovita.bank import SpeciesBank
 from biovita.bundle import QuantisationReport
+from biovita.parity import MIN_INT8_TOP1, compare
 from export.errors import QuantisationError
 from export.onnx_export import INPUT_NAME
-from export.parity import MIN_INT8_TOP1, compare
 from export.runtime import ort_embed, ort_session
 
 log = logging.getLogger(__name__)

@@ -18,15 +18,16 @@ data it was fitted on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from biovita.annotations import read_truth
 from biovita.bank import SpeciesBank, softmax_scores
 from biovita.bundle import ScoringDefaults, load_bundle
-from biovita.world.annotations import read_truth
 from export.errors import ExportError
 from export.runtime import ort_embed, ort_session
 from export.windows import audio_windows
@@ -171,7 +172,8 @@ def confirmed(
 ) -> np.ndarray:
     """The windows the device's event tracker reports: a species' hit opens an event once it has
     ``confirm_hits`` hits in the last ``confirm_windows`` windows (those hits join it); later
-    hits at most ``MERGE_GAP`` hit-free windows after the event's last extend it."""
+    hits at most ``MERGE_GAP`` hit-free windows after the event's last extend it. A recording
+    shorter than ``confirm_windows`` windows confirms with the scaled rule the tracker uses."""
     if rule.confirm_hits == 1:
         return passed.copy()
     out = np.zeros_like(passed)
@@ -189,7 +191,25 @@ def confirmed(
         ]
         if len(hits) >= rule.confirm_hits:
             out[hits], last[key] = True, k
+    _confirm_short_recordings(out, passed, species, recording, rule)
     return out
+
+
+def _confirm_short_recordings(
+    out: np.ndarray, passed: np.ndarray, species: np.ndarray, recording: np.ndarray, rule: Rule
+) -> None:
+    """``ceil(confirm_hits * windows / confirm_windows)`` hits confirm a recording of fewer than
+    ``confirm_windows`` windows (``device.classify.EventTracker``)."""
+    ids, counts = np.unique(recording, return_counts=True)
+    for rec, n in zip(ids, counts, strict=True):
+        if n >= rule.confirm_windows:
+            continue
+        needed = max(1, math.ceil(rule.confirm_hits * n / rule.confirm_windows))
+        in_rec = passed & (recording == rec)
+        for kind in np.unique(species[in_rec]):
+            hits = in_rec & (species == kind)
+            if hits.sum() >= needed:
+                out[hits] = True
 
 
 def fit_scoring(

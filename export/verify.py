@@ -15,11 +15,11 @@ import onnx
 
 from biovita.bundle import Bundle, Manifest, TowerSpec, load_bundle
 from biovita.errors import BundleError
+from biovita.parity import TOLERANCES, Tolerance, compare, describe, require
+from biovita.stored_windows import StoredWindows
 from export.onnx_export import check_tower_io
 from export.opsupport import DEFAULT_TRT_VERSION, check_ops
-from export.parity import TOLERANCES, Tolerance, compare, describe, require
 from export.runtime import ort_embed, ort_session
-from export.stored import StoredWindows
 
 
 def _check_tower(bundle: Bundle, spec: TowerSpec, trt_version: str | None) -> str:

@@ -23,11 +23,15 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The packaged services must not hold the ports or data the tests start their own copies on.
-for svc in mosquitto postgresql; do
-  if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
-    systemctl stop "$svc" || true
-  fi
-done
+# Said out loud, and skipped with BIOVITA_KEEP_SERVICES=1 (README, "Set up and go").
+if [ -z "${BIOVITA_KEEP_SERVICES:-}" ]; then
+  for svc in mosquitto postgresql; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+      step "stopping the system's $svc service (set BIOVITA_KEEP_SERVICES=1 to keep it running)"
+      systemctl stop "$svc" || true
+    fi
+  done
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   step "creating the virtualenv $VENV"
@@ -42,10 +46,11 @@ fi
 
 if [[ ",$EXTRAS," == *",train,"* || ",$EXTRAS," == *",export,"* ]]; then
   if ! "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
-    # The CPU-usable build that lies on this machine's disk: installing it first means the
-    # project's torch>=2.3 range is already met and nothing multi-GB is downloaded.
-    # open_clip needs torchvision, which only imports beside this exact torch build here.
-    step "installing PyTorch (torch==2.14.1, torchvision==0.29.1, from the local wheel cache)"
+    # Pinned first so the project's torch>=2.3 range is already met. PyPI's build is the CUDA
+    # one (about 3.2 GB of wheels) unless a wheel cache or local index holds it; install the CPU
+    # build into the venv beforehand to avoid that (README). open_clip needs torchvision, which
+    # only imports beside this exact torch build.
+    step "installing PyTorch (torch==2.14.1, torchvision==0.29.1; PyPI's CUDA build is ~3.2 GB)"
     "$VENV/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
   fi
 fi

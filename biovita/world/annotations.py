@@ -10,20 +10,12 @@ import csv
 from collections.abc import Callable
 from pathlib import Path
 
+from biovita import annotations
 from biovita.errors import ManifestError
 from biovita.world.mixing import SoundEvent
 
-TRUTH_COLUMNS = ("start_s", "end_s", "species_id", "snr_db")
-RAVEN_COLUMNS = (
-    "Selection",
-    "View",
-    "Channel",
-    "Begin Time (s)",
-    "End Time (s)",
-    "Low Freq (Hz)",
-    "High Freq (Hz)",
-    "Species",
-)
+TRUTH_COLUMNS = (*annotations.TRUTH_COLUMNS, "snr_db")
+RAVEN_COLUMNS = (*annotations.RAVEN_BOX_COLUMNS, "Species")
 
 
 def write_truth(path: str | Path, events: list[SoundEvent]) -> Path:
@@ -37,25 +29,15 @@ def write_truth(path: str | Path, events: list[SoundEvent]) -> Path:
 
 
 def read_truth(path: str | Path) -> list[SoundEvent]:
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"ground truth {path} does not exist", hint="check the path")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != TRUTH_COLUMNS:
-            raise ManifestError(
-                f"{path} has columns {reader.fieldnames}",
-                hint=f"a ground-truth table has exactly {', '.join(TRUTH_COLUMNS)}",
-            )
-        try:
-            return [
-                SoundEvent(
-                    float(r["start_s"]), float(r["end_s"]), r["species_id"], float(r["snr_db"])
-                )
-                for r in reader
-            ]
-        except ValueError as err:
-            raise ManifestError(f"{path}: {err}", hint="times and SNR are numbers") from err
+    """The world's truth table (which carries ``snr_db``) through the one ground-truth reader."""
+    events = annotations.read_truth(path)
+    missing = [e for e in events if e.snr_db is None]
+    if missing:
+        raise ManifestError(
+            f"{path} has no snr_db for the call at {missing[0].start_s} s",
+            hint=f"a world's ground-truth table has {', '.join(TRUTH_COLUMNS)}",
+        )
+    return [SoundEvent(e.start_s, e.end_s, e.species_id, e.snr_db) for e in events]
 
 
 def write_raven_table(

@@ -5,14 +5,19 @@ from __future__ import annotations
 import logging
 import shutil
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from biovita.bundle import EngineEntry, ParityReport, load_bundle
 from biovita.errors import BundleError, ConfigError
-from device.backends import OnnxRuntimeBackend, make_backend, select_engine, select_tower
+from device.backends import (
+    OnnxRuntimeBackend,
+    make_backend,
+    plan_backend,
+    select_engine,
+    select_tower,
+)
 from device.config import InferenceSection
 
 NOW = datetime(2026, 5, 1, tzinfo=timezone.utc)
@@ -45,6 +50,25 @@ def test_engine_choice_needs_the_same_tensorrt_and_gpu_and_prefers_the_fastest()
     assert "no TensorRT engine" in select_engine([], "10.3.0", "8.7").reason
 
 
+def test_the_backend_plan_follows_the_config_and_what_the_device_has():
+    engines = [_engine("e/a.engine", "10.3.0", "8.7", "fp16")]
+    forced = plan_backend(engines, "onnxruntime", "10.3.0", "8.7")
+    assert (forced.runtime, forced.fallback) == ("onnxruntime", False)
+    matched = plan_backend(engines, "auto", "10.3.0.30", "8.7")
+    assert (matched.runtime, matched.engine.file) == ("tensorrt", "e/a.engine")
+    # An engine in the bundle that cannot run here, or TensorRT asked for: a fallback, said loudly.
+    assert plan_backend(engines, "auto", None, None).fallback
+    assert plan_backend([], "tensorrt", None, None).fallback
+    quiet = plan_backend([], "auto", None, None)  # a CPU bundle on a CPU board: nothing to warn
+    assert (quiet.runtime, quiet.fallback, quiet.reason) == (
+        "onnxruntime",
+        False,
+        "TensorRT is not installed",
+    )
+    with pytest.raises(ConfigError, match="unknown backend 'cuda'"):
+        plan_backend(engines, "cuda", None, None)
+
+
 def test_fallback_to_onnxruntime_says_why(tone_bundle, tmp_path, caplog):
     bundle = load_bundle(tone_bundle)
     with_engine = bundle.manifest.model_copy(
@@ -68,28 +92,6 @@ def test_onnx_signature_must_match_the_manifest(tone_bundle, tmp_path):
         OnnxRuntimeBackend(bundle)
     with pytest.raises(ConfigError, match="no int8 tower"):
         select_tower(load_bundle(copy), "int8")
-
-
-@pytest.mark.tensorrt
-def test_tensorrt_backend_runs_a_matching_engine(tone_bundle):
-    trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (Jetson/CUDA only)")
-    pytest.importorskip("cuda", reason="cuda-python is not installed")
-    from device.backends import TensorRTBackend, local_tensorrt
-
-    version, sm = local_tensorrt()
-    if sm is None:
-        pytest.skip("no CUDA GPU visible")
-    bundle_path = Path(tone_bundle)
-    bundle = load_bundle(bundle_path)
-    if not bundle.manifest.engines:
-        pytest.skip(
-            f"build an engine first: biovita-export engine --bundle {bundle_path} (TRT {trt.__version__})"
-        )
-    choice = select_engine(bundle.manifest.engines, version, sm)
-    backend = TensorRTBackend(bundle, choice.engine)
-    x = np.random.default_rng(0).normal(0, 0.1, (4, bundle.manifest.tower.input_samples))
-    ort = OnnxRuntimeBackend(bundle).embed(x.astype(np.float32))
-    assert np.min(np.sum(backend.embed(x.astype(np.float32)) * ort, axis=1)) > 0.99
 
 
 @pytest.mark.slow

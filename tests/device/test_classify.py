@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -14,7 +14,8 @@ BANK = SpeciesBank(tone_taxa(4), np.eye(4, dtype=np.float32))
 
 
 def _window(i: int, discontinuity: bool = False) -> Window:
-    return Window(np.zeros(300, np.float32), 100, i * 150, T0, "x", i, discontinuity)
+    start = T0 + timedelta(seconds=i * 1.5)  # 150 samples at 100 Hz per hop
+    return Window(np.zeros(300, np.float32), 100, i * 150, start, "x", i, discontinuity)
 
 
 def _towards(species: int, cosine: float) -> np.ndarray:
@@ -93,10 +94,44 @@ def test_n_of_m_confirmation_drops_isolated_hits_and_keeps_the_first_hit_time():
     assert [(e.first_window, e.last_window, e.windows) for e in events] == [(4, 6, 2)]
 
 
-def test_long_events_are_cut_and_a_discontinuity_closes_open_events():
-    assert len(_hits("x" * 10, EventTracker(max_event_windows=4))) == 3
+def test_long_events_are_cut_into_exact_disjoint_pieces_and_a_discontinuity_closes_them():
+    pieces = _hits("x" * 10, EventTracker(max_event_samples=600))  # 10 windows span 0-1650
+    assert [(e.start_sample, e.end_sample) for e in pieces] == [(0, 600), (600, 1200), (1200, 1650)]
+    assert pieces[1].wall_time == T0 + timedelta(seconds=6)  # 600 samples at 100 Hz
+    assert sum(e.windows for e in pieces) >= 10 and all(e.windows >= 1 for e in pieces)
     tracker = EventTracker()
     cands = (Candidate("sp01", 0.9, 0.9),)
     tracker.push(WindowResult(_window(0), cands, cands))
     closed = tracker.push(WindowResult(_window(1, discontinuity=True), cands, cands))
     assert [e.last_window for e in closed] == [0]
+
+
+def test_same_species_events_never_overlap_when_windows_do():
+    events = _hits("x..x", EventTracker(merge_gap=1))  # windows 0 (0-300) and 3 (450-750)
+    assert [(e.start_sample, e.end_sample) for e in events] == [(0, 300), (450, 750)]
+    overlapping = _hits("x.x", EventTracker(merge_gap=0))  # 0-300, then 300-600 starts at 300
+    assert [(e.start_sample, e.end_sample) for e in overlapping] == [(0, 300), (300, 600)]
+
+
+@pytest.mark.parametrize(
+    "pattern, n, m, expected",
+    [
+        ("x", 2, 2, 1),  # one window: ceil(2 * 1 / 2) = 1 hit confirms
+        ("x", 3, 3, 1),
+        ("x.", 3, 3, 0),  # two windows of a 3-of-3 rule: ceil(3 * 2 / 3) = 2 hits needed
+        ("xx", 3, 3, 1),
+        ("x.", 2, 2, 0),  # a full M windows: the rule itself (2 of 2) applies
+    ],
+)
+def test_a_stream_shorter_than_the_confirmation_confirms_with_the_windows_it_has(
+    pattern, n, m, expected
+):
+    assert len(_hits(pattern, EventTracker(confirm_hits=n, confirm_windows=m))) == expected
+
+
+def test_an_event_ends_at_the_last_real_sample_not_in_the_padding():
+    tracker = EventTracker()
+    cands = (Candidate("sp01", 0.9, 0.9),)
+    short = Window(np.zeros(300, np.float32), 100, 0, T0, "x", 0, padding=180)  # 1.2 s of audio
+    [event] = tracker.push(WindowResult(short, cands, cands)) + tracker.flush()
+    assert (event.start_s, event.end_s) == (0.0, 1.2)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -21,6 +24,26 @@ def test_status_reports_the_log_and_the_last_run(tone_bundle, scape_file, tmp_pa
     assert [r["species_id"] for r in doc["recent"]] == ["sp03", "sp02", "sp01", "sp00"]
     assert main(["status", "--db", str(tmp_path / "nope.db")]) == 2
     assert "no device database" in capsys.readouterr().err
+
+
+def test_status_into_a_closed_pipe_ends_quietly(tone_bundle, scape_file, tmp_path):
+    """``biovita-field status | head -1``: the reader leaves early; no BrokenPipeError trace."""
+    path, _ = scape_file
+    cfg = run_config(tmp_path, tone_bundle, path)
+    DaemonThread(cfg).start().join()
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "device.cli", "status", "--db", str(cfg.store_path)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert b"Traceback" not in done.stderr and b"BrokenPipe" not in done.stderr
 
 
 @pytest.mark.mqtt

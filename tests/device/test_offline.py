@@ -12,6 +12,12 @@ import soundfile
 from device.cli import main
 from device.store import Store
 
+# BirdNET-Analyzer's selection table header, in its order
+BIRDNET_RAVEN_COLUMNS = (
+    "Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
+    "High Freq (Hz)", "Common Name", "Species Code", "Confidence", "Begin Path", "File Offset (s)",
+)  # fmt: skip
+
 
 def _write_bad_files(folder: Path) -> dict[str, str]:
     """Each damaged file and the words its error must contain."""
@@ -68,10 +74,13 @@ def test_classify_finds_every_call_and_writes_all_four_formats(tone_bundle, scap
     assert (tp, found) == (n, total) == (4, 4)  # precision 1, recall 1
     doc = json.loads((out / "detections.json").read_text())
     assert [d["species_id"] for d in doc["detections"]] == [r["species_id"] for r in rows]
-    raven = (out / "scape.biovita.selection.table.txt").read_text().splitlines()
-    assert raven[0].startswith("Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)")
-    assert len(raven) == 5 and raven[1].split("\t")[7] == "sp00"
-    labels = (out / "scape.biovita.labels.txt").read_text().splitlines()
+    raven = (out / "scape.wav.biovita.selection.table.txt").read_text().splitlines()
+    assert raven[0].split("\t") == list(BIRDNET_RAVEN_COLUMNS)
+    first = dict(zip(BIRDNET_RAVEN_COLUMNS, raven[1].split("\t"), strict=True))
+    assert len(raven) == 5 and (first["Species Code"], first["Common Name"]) == ("sp00", "Tone 0")
+    assert (first["Low Freq (Hz)"], first["High Freq (Hz)"]) == ("50", "8000")  # f_min, f_max
+    assert first["Begin Path"] == str(path.resolve()) and Path(first["Begin Path"]).is_absolute()
+    labels = (out / "scape.wav.biovita.labels.txt").read_text().splitlines()
     start, end, label = labels[1].split("\t")
     assert float(start) <= 10.0 < 10.6 <= float(end) and label.startswith("Tone 1;")
 
@@ -85,8 +94,10 @@ def test_classify_goes_on_after_every_kind_of_bad_file(tone_bundle, scape_file, 
     out = tmp_path / "out"
     db = tmp_path / "log.db"
     argv = ["classify", str(folder), "--bundle", str(tone_bundle), "--out", str(out), "-q"]
-    assert main([*argv, "--db", str(db)]) == 0
-    printed = capsys.readouterr().out
+    assert main([*argv, "--db", str(db)]) == 1  # some files failed
+    captured = capsys.readouterr()
+    printed = captured.err
+    assert f"{len(expected)} file(s) failed:" in printed
     doc = json.loads((out / "detections.json").read_text())
     assert sorted(Path(f).name for f in doc["errors"]) == sorted(expected)
     for name, words in expected.items():
@@ -99,3 +110,7 @@ def test_classify_goes_on_after_every_kind_of_bad_file(tone_bundle, scape_file, 
     store = Store(db)
     assert store.counts()["detections"] == len(doc["detections"])
     store.close()
+    tables = sorted(p.name for p in out.glob("*.biovita.*"))
+    assert tables == [
+        f"z_good.wav.biovita.{k}" for k in ("labels.txt", "results.csv", "selection.table.txt")
+    ]

@@ -94,6 +94,17 @@ def test_realtime_playback_is_paced_at_the_speed_of_sound(real_audio_dir):
     assert audio_s - 0.3 <= elapsed <= audio_s + 2.0
 
 
+def test_stdin_refuses_the_rates_the_file_source_refuses(tmp_path):
+    path = tmp_path / "low.wav"
+    soundfile.write(path, np.zeros(8_000, np.float32), 8_000)
+    with pytest.raises(AudioError) as from_file:
+        list(read_file_blocks(path, RATE, min_rate=16_000))
+    with pytest.raises(AudioError) as from_stdin:
+        StdinSource(8_000, RATE, stream=io.BytesIO(b""), min_rate=16_000)
+    assert "below the 16000 Hz the model needs" in str(from_stdin.value)
+    assert from_stdin.value.hint == from_file.value.hint
+
+
 def test_a_missing_input_device_lists_the_available_ones():
     devices = [
         {

@@ -30,7 +30,10 @@ def test_windows_match_the_shared_window_starts_for_any_block_size(n, block):
     for x in windows:
         expected = np.arange(x.start_sample, min(x.start_sample + 300, n), dtype=np.float32)
         assert np.array_equal(x.samples[: len(expected)], expected)  # real samples, in order
-        assert not x.samples[len(expected) :].any()  # tail padding is zeros
+        assert x.padding == 300 - len(expected) and x.audio_end_sample == x.start_sample + len(
+            expected
+        )
+        assert np.array_equal(x.samples, np.resize(expected, 300))  # padding repeats the audio
         assert x.wall_time == T0 + timedelta(seconds=x.start_sample / 100)
     assert [x.index for x in windows] == list(range(len(windows)))
 

@@ -322,9 +322,10 @@ def test_broken_audio_files_get_a_clear_error_each_and_good_ones_still_classify(
     )  # fmt: skip
     text = result.stdout + result.stderr
     assert "Traceback" not in text, text[-3000:]
-    assert result.returncode == 0, text[-3000:]  # some files were fine: not a failed run
+    assert result.returncode == 1, text[-3000:]  # the good file classified, the run failed
+    assert f"{len(files)} file(s) failed:" in result.stderr
     for name, path in files.items():
-        line = next((ln for ln in text.splitlines() if path.name in ln and "error" in ln), None)
+        line = next((ln for ln in text.splitlines() if f"error: {path}: " in ln), None)
         assert line, f"{name}: no error line naming {path.name}:\n{text[-3000:]}"
         ledger.bad_input("audio file")
     assert "good.wav" in (out / "detections.csv").read_text()

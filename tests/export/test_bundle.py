@@ -10,10 +10,10 @@ import pytest
 
 from biovita.bank import SpeciesBank
 from biovita.bundle import load_bundle
+from biovita.stored_windows import StoredWindows
 from export.cli import main
 from export.quantise import MAX_FLOAT_SHARE
 from export.runtime import ort_embed, ort_session, torch_embed
-from export.stored import StoredWindows
 from export.windows import manifest_windows
 from trainer.checkpoint import load_student
 

@@ -15,11 +15,11 @@ import pytest
 
 from biovita.bundle import TOWER_NAME, load_bundle
 from biovita.errors import BundleError
+from biovita.parity import Tolerance
 from export.cli import main
 from export.errors import ExportError, ParityError, QuantisationError
 from export.onnx_export import export_onnx
 from export.package import ExportRequest, export_bundle
-from export.parity import Tolerance
 from export.quantise import judge_int8
 from export.windows import WindowSources, manifest_windows
 from tests.export.conftest import export_args

@@ -3,6 +3,8 @@ the device exactly as fitted."""
 
 from __future__ import annotations
 
+import csv
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import soundfile
 
 from biovita.bundle import ScoringDefaults, load_bundle
 from biovita.world import World, WorldConfig
+from biovita.world.annotations import read_truth as read_world_truth
 from biovita.world.annotations import write_truth
 from device.app import build_pipeline
 from device.classify import EventTracker
@@ -96,19 +99,28 @@ def test_the_device_applies_the_bundles_confirmation_unless_its_config_sets_it(t
 
 
 @pytest.mark.parametrize("n, m", [(1, 1), (2, 2), (2, 3), (3, 3)])
-def test_the_fit_simulates_the_device_event_tracker(n, m):
+@pytest.mark.parametrize("recording_windows", [400, 1, 2])  # one long recording, short files
+def test_the_fit_simulates_the_device_event_tracker(n, m, recording_windows):
     """The windows ``confirmed`` reports are exactly the windows of the device's events."""
     rng = np.random.default_rng(n * 10 + m)
     count = 400
     passed = rng.random(count) < 0.45
     species = rng.integers(0, 3, count)
-    recording = np.zeros(count, np.int64)
+    recording = np.arange(count) // recording_windows
     simulated = confirmed(passed, species, recording, Rule(0.5, 0.0, n, m))
 
-    tracker = EventTracker(confirm_hits=n, confirm_windows=m, merge_gap=1, max_event_windows=10**6)
+    tracker = EventTracker(confirm_hits=n, confirm_windows=m, merge_gap=1)
     events = []
     for k in range(count):
-        window = Window(np.zeros(1, np.float32), 1, k, datetime.now(timezone.utc), index=k)
+        new_file = k > 0 and recording[k] != recording[k - 1]
+        window = Window(
+            np.zeros(1, np.float32),
+            1,
+            k,
+            datetime.now(timezone.utc),
+            index=k,
+            discontinuity=new_file,
+        )
         hits = (Candidate(f"sp{species[k]}", 1.0, 1.0),) if passed[k] else ()
         events += tracker.push(WindowResult(window, hits, hits))
     events += tracker.flush()
@@ -132,3 +144,24 @@ def test_calibration_needs_soundscapes_with_truth(tmp_path, world_files):
     soundfile.write(short, np.zeros(16_000 * 6, np.float32), 16_000)
     write_truth(short.with_suffix(".csv"), [])
     assert main(["calibrate", "--bundle", str(bundle), str(short)]) == 2  # too few windows
+
+
+def test_calibration_reads_the_three_column_truth_the_readme_documents(world_files, tmp_path):
+    """``start_s,end_s,species_id`` (extra columns allowed) labels windows as the world's does."""
+    bundle, validation, _ = world_files
+    hand_made = tmp_path / "hand_made.wav"
+    shutil.copy(validation, hand_made)
+    with hand_made.with_suffix(".csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["species_id", "start_s", "end_s", "notes"])  # any order, one extra
+        for e in read_world_truth(validation.with_suffix(".csv")):
+            writer.writerow([e.species_id, e.start_s, e.end_s, "checked by ear"])
+    loaded = load_bundle(bundle)
+    session = ort_session(loaded.tower_path)
+
+    def labels(audio: Path) -> np.ndarray:
+        embed = lambda pcm: ort_embed(session, pcm)  # noqa: E731
+        pairs = soundscape_pairs([audio])
+        return label_windows(loaded.bank, embed, pairs, loaded.manifest.frontend).labels
+
+    assert np.array_equal(labels(hand_made), labels(validation))

@@ -13,7 +13,7 @@ import numpy as np
 
 from biovita.bank import SpeciesBank, l2_normalise
 from biovita.bundle import ParityReport
-from export.errors import ParityError
+from biovita.errors import ParityError
 
 
 @dataclass(frozen=True)

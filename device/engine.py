@@ -1,11 +1,12 @@
-"""`biovita-export engine`: build a TensorRT engine from a bundle, on the target itself.
+"""`biovita-field engine`: build a TensorRT engine from a bundle, on the recorder itself.
 
 An engine is specific to one TensorRT version and one GPU, so it is built where it runs (the
 Jetson), appended to the bundle's manifest with its measured parity against ONNX Runtime, and
-picked by the device only when both match. Uses the TensorRT 10 Python API: explicit-batch
-network from the ONNX parser, one optimisation profile (min/opt/max batch), fp16 or int8 builder
-flags. CUDA buffers come from PyTorch, which the exporter depends on anyway (JetPack's PyTorch
-wheel has CUDA).
+picked by the device only when both match. It lives in the device package so that a recorder
+installed with the ``[jetson]`` extra builds it with what it already has (TensorRT from JetPack,
+cuda-python, ONNX Runtime): neither PyTorch nor the onnx package is needed. Uses the TensorRT 10
+Python API: explicit-batch network from the ONNX parser, one optimisation profile (min/opt/max
+batch), fp16 or int8 builder flags.
 
 Precision: the bundle's ONNX stays fp32 and TensorRT lowers it. With --fp16 every layer of the
 log-mel front-end is pinned to fp32: the power spectrum of a loud window reaches 256^2 = 65536
@@ -26,17 +27,23 @@ from typing import Any
 
 import numpy as np
 
-from biovita.bundle import Bundle, EngineEntry, Manifest, TowerSpec, load_bundle
-from export.errors import EngineUnavailableError, ExportError
-from export.onnx_export import INPUT_NAME, OUTPUT_NAME
-from export.parity import TOLERANCES, compare, describe, require
-from export.runtime import ort_embed, ort_session
-from export.stored import StoredWindows
+from biovita.bundle import Bundle, EngineEntry, TowerSpec, load_bundle
+from biovita.errors import BundleError, ConfigError, EngineUnavailableError
+from biovita.parity import TOLERANCES, compare, describe, require
+from biovita.stored_windows import StoredWindows
+from device.backends import OnnxRuntimeBackend, TensorRTRunner, select_tower
+from device.cuda import DeviceBuffer, compute_capability
 
 log = logging.getLogger(__name__)
 
 FRONTEND_LAYER_PREFIX = "/logmel/"
 ENGINE_DIR = "engines"
+TENSORRT_HINT = (
+    "build engines on the target: JetPack 6 ships TensorRT 10.3 with its Python bindings "
+    "(python3-libnvinfer) in the system Python, so make the venv with --system-site-packages "
+    "(README, 'On a Jetson'). An engine only runs on the TensorRT version and GPU that built it; "
+    "the device falls back to ONNX Runtime until one exists"
+)
 
 
 @dataclass(frozen=True)
@@ -48,42 +55,30 @@ class EngineOptions:
     workspace_mb: int = 1024
 
 
-def require_tensorrt() -> tuple[ModuleType, ModuleType]:
-    """``(tensorrt, torch)`` with a CUDA GPU, or ``EngineUnavailableError`` saying what is missing."""
+def require_tensorrt() -> tuple[ModuleType, str]:
+    """``(tensorrt, GPU compute capability)``, or ``EngineUnavailableError`` saying what is missing."""
     try:
         import tensorrt as trt
     except ImportError as err:
         raise EngineUnavailableError(
-            f"TensorRT is not installed here (import tensorrt failed: {err})",
-            hint="build engines on the target: JetPack 6 ships TensorRT 10.3 with its Python "
-            "bindings (python3-libnvinfer). An engine only runs on the TensorRT version and GPU "
-            "that built it; the device falls back to ONNX Runtime until one exists",
+            f"TensorRT is not installed here (import tensorrt failed: {err})", hint=TENSORRT_HINT
         ) from None
-    import torch
-
-    if not torch.cuda.is_available():
-        raise EngineUnavailableError(
-            f"TensorRT {trt.__version__} is installed but no CUDA GPU is visible to PyTorch "
-            f"(torch {torch.__version__})",
-            hint="run on the Jetson with JetPack's CUDA build of PyTorch; check nvidia-smi / "
-            "tegrastats and CUDA_VISIBLE_DEVICES",
-        )
     if not hasattr(trt.Builder, "build_serialized_network"):
         raise EngineUnavailableError(
             f"TensorRT {trt.__version__} is too old for this builder",
             hint="use TensorRT 8.6 or newer (JetPack 6: 10.3)",
         )
-    return trt, torch
+    return trt, compute_capability()
 
 
-def _source_tower(manifest: Manifest) -> TowerSpec:
-    for spec in [manifest.tower, *manifest.alternates]:
-        if spec.precision == "fp32":
-            return spec
-    raise ExportError(
-        "the bundle has no fp32 ONNX tower for TensorRT to lower",
-        hint="export the bundle with --target jetson",
-    )
+def _source_tower(bundle: Bundle) -> TowerSpec:
+    try:
+        return select_tower(bundle, "fp32")
+    except ConfigError:
+        raise BundleError(
+            "the bundle has no fp32 ONNX tower for TensorRT to lower",
+            hint="export the bundle with biovita-export --target jetson",
+        ) from None
 
 
 def _pin_frontend_fp32(trt: ModuleType, network: Any) -> int:
@@ -102,7 +97,7 @@ def _pin_frontend_fp32(trt: ModuleType, network: Any) -> int:
     return pinned
 
 
-def _calibrator(trt: ModuleType, torch: ModuleType, windows: np.ndarray, batch: int) -> Any:
+def _calibrator(trt: ModuleType, windows: np.ndarray, batch: int) -> Any:
     """An entropy calibrator over the bundle's calibration windows (deprecated since TensorRT 10.1
     in favour of Q/DQ graphs, still supported through 10.x)."""
 
@@ -110,7 +105,7 @@ def _calibrator(trt: ModuleType, torch: ModuleType, windows: np.ndarray, batch: 
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.position = 0
-            self.buffer = torch.empty((batch, windows.shape[1]), device="cuda")
+            self.buffer = DeviceBuffer(batch * windows.shape[1] * 4)
 
         def get_batch_size(self) -> int:
             return batch
@@ -118,10 +113,11 @@ def _calibrator(trt: ModuleType, torch: ModuleType, windows: np.ndarray, batch: 
         def get_batch(self, names: list[str]) -> list[int] | None:
             if self.position + batch > len(windows):
                 return None
-            chunk = windows[self.position : self.position + batch]
-            self.buffer.copy_(torch.from_numpy(np.ascontiguousarray(chunk, np.float32)))
+            self.buffer.upload(
+                np.asarray(windows[self.position : self.position + batch], np.float32)
+            )
             self.position += batch
-            return [int(self.buffer.data_ptr())]
+            return [int(self.buffer.ptr)]
 
         def read_calibration_cache(self) -> None:
             return None
@@ -133,12 +129,7 @@ def _calibrator(trt: ModuleType, torch: ModuleType, windows: np.ndarray, batch: 
 
 
 def _build(
-    trt: ModuleType,
-    torch: ModuleType,
-    onnx_path: Path,
-    spec: TowerSpec,
-    windows: np.ndarray,
-    options: EngineOptions,
+    trt: ModuleType, onnx_path: Path, spec: TowerSpec, windows: np.ndarray, options: EngineOptions
 ) -> bytes:
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -146,7 +137,7 @@ def _build(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ExportError(
+        raise BundleError(
             f"TensorRT {trt.__version__} cannot parse {onnx_path.name}: {errors}",
             hint="re-export with --trt-version set to this TensorRT version to see which op fails",
         )
@@ -155,7 +146,7 @@ def _build(
     profile = builder.create_optimization_profile()
     n = spec.input_samples
     profile.set_shape(
-        INPUT_NAME, (options.min_batch, n), (options.opt_batch, n), (options.max_batch, n)
+        spec.input_name, (options.min_batch, n), (options.opt_batch, n), (options.max_batch, n)
     )
     config.add_optimization_profile(profile)
     if options.precision == "fp32":
@@ -164,44 +155,17 @@ def _build(
         config.set_flag(trt.BuilderFlag.FP16)
         if options.precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
-            config.int8_calibrator = _calibrator(trt, torch, windows, options.opt_batch)
+            config.int8_calibrator = _calibrator(trt, windows, options.opt_batch)
             config.set_calibration_profile(profile)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
         log.info("pinned %d front-end layers to fp32", _pin_frontend_fp32(trt, network))
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ExportError(
+        raise BundleError(
             f"TensorRT {trt.__version__} failed to build the {options.precision} engine",
             hint="see the TensorRT log above; try a larger --workspace-mb or another precision",
         )
     return bytes(serialized)
-
-
-def _run_engine(
-    trt: ModuleType,
-    torch: ModuleType,
-    engine_bytes: bytes,
-    pcm: np.ndarray,
-    dim: int,
-    max_batch: int,
-) -> np.ndarray:
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(engine_bytes)
-    context = engine.create_execution_context()
-    stream = torch.cuda.Stream()
-    parts = []
-    for start in range(0, len(pcm), max_batch):
-        chunk = torch.from_numpy(np.ascontiguousarray(pcm[start : start + max_batch], np.float32))
-        inputs = chunk.cuda()
-        outputs = torch.empty((len(chunk), dim), device="cuda", dtype=torch.float32)
-        context.set_input_shape(INPUT_NAME, tuple(inputs.shape))
-        context.set_tensor_address(INPUT_NAME, inputs.data_ptr())
-        context.set_tensor_address(OUTPUT_NAME, outputs.data_ptr())
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise ExportError("TensorRT failed to run the engine", hint="see the TensorRT log")
-        stream.synchronize()
-        parts.append(outputs.cpu().numpy())
-    return np.concatenate(parts)
 
 
 def engine_file_name(trt_version: str, compute_capability: str, precision: str) -> str:
@@ -211,27 +175,28 @@ def engine_file_name(trt_version: str, compute_capability: str, precision: str) 
 
 def build_engine(bundle_path: Path, options: EngineOptions) -> EngineEntry:
     """Build, measure against ONNX Runtime on the calibration windows, and record the engine."""
-    trt, torch = require_tensorrt()
+    if options.precision not in TOLERANCES:
+        raise ConfigError(
+            f"unknown engine precision {options.precision!r}", hint="use fp32, fp16 or int8"
+        )
+    trt, capability = require_tensorrt()
     if Path(bundle_path).is_file():
-        raise ExportError(
+        raise BundleError(
             f"{bundle_path} is a packed bundle; an engine is added to a bundle directory",
             hint="unpack it first (tar -xf) and pass the directory",
         )
     bundle: Bundle = load_bundle(bundle_path)
-    spec = _source_tower(bundle.manifest)
+    spec = _source_tower(bundle)
     stored = StoredWindows.load(bundle)
-    engine_bytes = _build(trt, torch, bundle.path(spec.file), spec, stored.pcm, options)
-    major, minor = torch.cuda.get_device_capability()
-    capability = f"{major}.{minor}"
-    embedded = _run_engine(
-        trt, torch, engine_bytes, stored.pcm, spec.embedding_dim, options.max_batch
-    )
-    reference = ort_embed(ort_session(bundle.path(spec.file)), stored.pcm)
+    engine_bytes = _build(trt, bundle.path(spec.file), spec, stored.pcm, options)
+    candidate = f"tensorrt-{trt.__version__}-{options.precision}"
+    runner = TensorRTRunner(engine_bytes, spec, options.max_batch, candidate)
+    reference = OnnxRuntimeBackend(bundle, precision="fp32").embed(stored.pcm)
     parity = compare(
         reference,
-        embedded,
+        runner.embed(stored.pcm),
         "onnxruntime-fp32",
-        f"tensorrt-{trt.__version__}-{options.precision}",
+        candidate,
         bundle.bank,
         TOLERANCES[options.precision],
     )
