@@ -6,19 +6,28 @@ and only know their Protocol neighbours.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 from biovita.bundle import Bundle, load_bundle
 from biovita.errors import ConfigError
 from device.backends import make_backend
 from device.classify import EventTracker, Scorer, ScoringPolicy
+from device.clips import ClipRecorder
 from device.config import DeviceConfig
-from device.daemon import Daemon, clock_is_synced
+from device.daemon import Daemon, StatusReport, clock_is_synced
+from device.limits import check_against_bundle
+from device.lock import DataDirLock
 from device.pipeline import DetectionContext, Pipeline
 from device.records import AudioSource, Backend
 from device.sources import FileSource, SoundcardSource, StdinSource
 from device.store import Store
+from device.stream import WatchedStream
+from device.sync import MqttSync
 from device.windows import Windower
+
+MIB = 1 << 20
 
 
 def open_bundle(cfg: DeviceConfig) -> Bundle:
@@ -30,10 +39,7 @@ def open_bundle(cfg: DeviceConfig) -> Bundle:
 
 
 def build_backend(bundle: Bundle, cfg: DeviceConfig) -> Backend:
-    inf = cfg.inference
-    return make_backend(
-        bundle, inf.backend, inf.providers, inf.intra_op_threads, inf.precision, inf.allow_spinning
-    )
+    return make_backend(bundle, cfg.inference)
 
 
 def min_rate(bundle: Bundle, cfg: DeviceConfig) -> int:
@@ -60,8 +66,8 @@ def build_pipeline(bundle: Bundle, cfg: DeviceConfig, backend: Backend) -> Pipel
         Scorer(bundle.bank, policy),
         tracker,
         Windower(spec.window_samples, hop, clock_rate),
-        cfg.inference.max_batch,
-        c.silence_dbfs,
+        max_batch=cfg.inference.max_batch,
+        silence_dbfs=c.silence_dbfs,
     )
 
 
@@ -117,24 +123,60 @@ def build_source(bundle: Bundle, cfg: DeviceConfig) -> AudioSource:
     )
 
 
-def build_daemon(cfg: DeviceConfig) -> Daemon:
-    """Everything ``listen`` runs, wired from one config."""
-    bundle = open_bundle(cfg)
-    backend = build_backend(bundle, cfg)
-    context = DetectionContext(
-        device_id=cfg.device.id,
-        site_id=cfg.device.site,
-        bundle_id=bundle.manifest.bundle_id,
-        backend=backend.name,
-        # a file played as a stream is dated by playback, not by when it was recorded
-        clock_synced=cfg.audio.source != "file" and clock_is_synced(),
-    )
-    store = Store(cfg.store_path, cfg.store.busy_timeout_ms)
-    return Daemon(
-        cfg,
-        bundle,
-        build_pipeline(bundle, cfg, backend),
-        context,
-        lambda: build_source(bundle, cfg),
+def build_clips(bundle: Bundle, cfg: DeviceConfig, store: Store) -> ClipRecorder:
+    c = cfg.clips
+    return ClipRecorder(
+        cfg.clips_dir,
+        bundle.manifest.frontend.sample_rate,
         store,
+        pre_roll_s=c.pre_roll_s,
+        post_roll_s=c.post_roll_s,
+        max_clip_s=c.max_clip_s,
+        quota_bytes=int(c.quota_mb * MIB),
+        min_free_bytes=int(c.min_free_mb * MIB),
+        enabled=c.enabled,
     )
+
+
+def build_daemon(cfg: DeviceConfig) -> Daemon:
+    """Everything ``listen`` runs, wired from one config: the only reader of it for the daemon.
+
+    The bundle and the values checked against it are read first (a refusal writes nothing),
+    then the data folder is locked before anything in it is opened: a second daemon is refused
+    before it touches the store. Whatever was built is closed again, in reverse order, if a
+    later part fails.
+    """
+    bundle = open_bundle(cfg)
+    check_against_bundle(cfg, bundle)
+    with ExitStack() as undo:
+        lock = undo.enter_context(DataDirLock(cfg.device.data_dir))
+        backend = build_backend(bundle, cfg)
+        context = replace(
+            detection_context(bundle, cfg, backend),
+            # a file played as a stream is dated by playback, not by when it was recorded
+            clock_synced=cfg.audio.source != "file" and clock_is_synced(),
+        )
+        store = Store(cfg.store_path, cfg.store.busy_timeout_ms)
+        undo.callback(store.close)
+        status = StatusReport(store, context)
+        sync = (
+            MqttSync(store, cfg.mqtt, cfg.device.id, cfg.device.site, status)
+            if cfg.mqtt.enabled
+            else None
+        )
+        daemon = Daemon(
+            context=context,
+            bank=bundle.bank,
+            pipeline=build_pipeline(bundle, cfg, backend),
+            stream=WatchedStream(lambda: build_source(bundle, cfg), cfg.windows.watchdog_s),
+            clips=build_clips(bundle, cfg, store),
+            store=store,
+            sync=sync,
+            status=status,
+            lock=lock,
+            source_kind=cfg.audio.source,
+            min_free_bytes=int(cfg.store.min_free_mb * MIB),
+            flush_timeout_s=cfg.mqtt.flush_timeout_s,
+        )
+        undo.pop_all()  # the daemon owns them now and closes them in its shutdown
+    return daemon

@@ -15,6 +15,7 @@ import numpy as np
 
 from biovita.bundle import Bundle, EngineEntry, TowerSpec
 from biovita.errors import BundleError, ConfigError, EngineUnavailableError
+from device.config import InferenceSection, default_of
 from device.cuda import DeviceBuffer, compute_capability
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,10 @@ class OnnxRuntimeBackend:
     def __init__(
         self,
         bundle: Bundle,
-        providers: list[str] | None = None,
-        intra_op_threads: int = 0,
-        precision: str | None = None,
-        allow_spinning: bool = False,
+        providers: list[str] | None = None,  # None: the CPU only (benchmarks, tests)
+        intra_op_threads: int = default_of(InferenceSection, "intra_op_threads"),
+        precision: str | None = default_of(InferenceSection, "precision"),
+        allow_spinning: bool = default_of(InferenceSection, "allow_spinning"),
     ) -> None:
         ort = import_onnxruntime()
         tower = select_tower(bundle, precision)
@@ -252,16 +253,9 @@ def plan_backend(
     return BackendPlan("onnxruntime", None, choice.reason, backend == "tensorrt" or bool(engines))
 
 
-def make_backend(
-    bundle: Bundle,
-    backend: str = "auto",
-    providers: list[str] | None = None,
-    intra_op_threads: int = 0,
-    precision: str | None = None,
-    allow_spinning: bool = False,
-):
+def make_backend(bundle: Bundle, cfg: InferenceSection):
     """The backend the config asks for; ``auto`` = a matching TensorRT engine, else ONNX Runtime."""
-    plan = plan_backend(bundle.manifest.engines, backend, *local_tensorrt())
+    plan = plan_backend(bundle.manifest.engines, cfg.backend, *local_tensorrt())
     if plan.engine is not None:
         log.info("using TensorRT: %s", plan.reason)
         return tensorrt_backend(bundle, plan.engine)
@@ -269,4 +263,6 @@ def make_backend(
         log.warning("TensorRT not used, falling back to ONNX Runtime: %s", plan.reason)
     else:
         log.info("using ONNX Runtime: %s", plan.reason)
-    return OnnxRuntimeBackend(bundle, providers, intra_op_threads, precision, allow_spinning)
+    return OnnxRuntimeBackend(
+        bundle, cfg.providers, cfg.intra_op_threads, cfg.precision, cfg.allow_spinning
+    )

@@ -194,7 +194,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if daemon.get("running"):
         state = "running" if _alive(daemon.get("pid")) else "gone without a clean stop (crash/kill)"
     print(f"daemon:  {state} (last heartbeat {daemon.get('utc', 'never')})")
-    for key in ("bundle_id", "backend", "source", "windows", "mqtt_connected", "clips_paused"):
+    keys = ("bundle_id", "backend", "source", "windows", "mqtt_connected", "acks_rejected")
+    for key in (*keys, "clips_paused", "stop_reason", "failure"):
         if key in daemon:
             print(f"  {key}: {daemon[key]}")
     print(f"store:   {doc['store']} (schema v{doc['schema_version']})")
@@ -294,7 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("listen", help="classify a live stream continuously, log and sync")
+    p = sub.add_parser(
+        "listen",
+        help="classify a live stream continuously, log and sync",
+        description="SIGTERM, SIGINT and SIGHUP stop cleanly (exit 0; under systemd a HUP is a "
+        "restart that re-reads the config); a failure such as a dead MQTT network thread exits "
+        "1; a bad config, a damaged or vanished database or a second daemon on the same data "
+        "folder exits 2.",
+    )
     _common(p)
     p.add_argument("--file", type=Path, help="play a file or folder as the live stream")
     p.add_argument("--fast", action="store_true", help="with --file: as fast as possible")

@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 FLAC_BYTES_PER_SAMPLE = 2.1  # PCM_16 plus FLAC framing: an upper bound (noise does not compress)
 
 
+def ring_samples(rate: int, pre_roll_s: float, post_roll_s: float, max_clip_s: float) -> int:
+    """The raw audio kept in RAM: the longest clip, its rolls, and 10 s for inference lag."""
+    return int((max_clip_s + pre_roll_s + post_roll_s + 10) * rate)
+
+
 class AudioHistory:
     """The last ``capacity`` samples of the stream, addressed by the stream sample counter."""
 
@@ -68,18 +73,19 @@ class ClipRecorder:
         directory: Path,
         sample_rate: int,
         store: Store,
-        pre_roll_s: float = 1.0,
-        post_roll_s: float = 1.0,
-        max_clip_s: float = 30.0,
-        quota_bytes: int = 500 << 20,
-        min_free_bytes: int = 200 << 20,
-        enabled: bool = True,
+        *,
+        pre_roll_s: float,
+        post_roll_s: float,
+        max_clip_s: float,
+        quota_bytes: int,
+        min_free_bytes: int,
+        enabled: bool,
     ) -> None:
         self.directory, self.rate, self.store = Path(directory), sample_rate, store
         self.pre, self.post = int(pre_roll_s * sample_rate), int(post_roll_s * sample_rate)
         self.max_samples = int(max_clip_s * sample_rate)
         self.quota, self.min_free, self.enabled = quota_bytes, min_free_bytes, enabled
-        self.history = AudioHistory(self.max_samples + self.pre + self.post + 10 * sample_rate)
+        self.history = AudioHistory(ring_samples(sample_rate, pre_roll_s, post_roll_s, max_clip_s))
         self._pending: list[Event] = []
         self._disk_bytes: int | None = None  # clips on disk, counted once then kept up to date
         self.paused_reason: str | None = None

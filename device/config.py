@@ -20,6 +20,7 @@ from biovita.errors import ConfigError
 from biovita.settings import load_layered, parse_value
 
 ENV_PREFIX = "BIOVITA_"
+MAX_WATCHDOG_S = 600.0  # a dead card must not go unnoticed for most of a dawn chorus
 
 
 class _Section(BaseModel):
@@ -51,6 +52,15 @@ class AudioSection(_Section):
 class WindowsSection(_Section):
     hop_s: float | None = Field(None, gt=0)  # None = the bundle front-end's hop
     watchdog_s: float = Field(10.0, gt=0)  # no audio for this long: reopen the source
+
+    @model_validator(mode="after")
+    def _check(self) -> WindowsSection:
+        if self.watchdog_s > MAX_WATCHDOG_S:
+            raise ValueError(
+                f"watchdog_s = {self.watchdog_s:g} s would leave a stalled or unplugged sound card "
+                f"unnoticed (the recorder deaf) for that long; use at most {MAX_WATCHDOG_S:g} s"
+            )
+        return self
 
 
 class InferenceSection(_Section):
@@ -123,6 +133,9 @@ class MqttSection(_Section):
     session_expiry_s: int = Field(7 * 24 * 3600, ge=0)
     batch_size: int = Field(100, ge=1, le=1000)
     ack_timeout_s: float = Field(30.0, gt=0)
+    # At a stop: wait this long for the outbox to drain, a connection still being made included
+    # (systemd's TimeoutStopSec=30 must cover it plus the offline status and the SQLite close).
+    flush_timeout_s: float = Field(5.0, ge=0, le=20)
     # One batch awaiting its ack at a time (stop-and-wait) keeps the server's first-store order
     # equal to the device's commit order even when the broker drops a message (Mosquitto forgets
     # shared subscriptions on restart): the lost batch is re-sent before anything newer. At 100
@@ -167,6 +180,17 @@ class DeviceConfig(_Section):
         """``path`` as given if absolute, else below ``device.data_dir``."""
         return path if path.is_absolute() else self.device.data_dir / path
 
+    @model_validator(mode="after")
+    def _check(self) -> DeviceConfig:
+        if self.windows.watchdog_s < 2 * self.audio.block_s:
+            raise ValueError(
+                f"windows.watchdog_s ({self.windows.watchdog_s:g} s) must be at least twice "
+                f"audio.block_s ({self.audio.block_s:g} s): a sound card delivers one block every "
+                "block_s, so a shorter watchdog re-opens the source between two blocks and the "
+                "recorder never hears anything"
+            )
+        return self
+
     @property
     def store_path(self) -> Path:
         return self.data_path(self.store.path)
@@ -174,6 +198,11 @@ class DeviceConfig(_Section):
     @property
     def clips_dir(self) -> Path:
         return self.data_path(self.clips.dir)
+
+
+def default_of(section: type[BaseModel], key: str) -> Any:
+    """A key's default, for a library-level signature that must not write it a second time."""
+    return section.model_fields[key].get_default(call_default_factory=True)
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

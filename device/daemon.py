@@ -1,11 +1,18 @@
 """``biovita-field listen``: the daemon's explicit lifecycle (uvicorn style).
 
-start: open the store (integrity check, migrations), start MQTT sync, open the source.
+The parts arrive built (``device.app.build_daemon`` is the one place that reads the config).
+start: start MQTT sync (the store is open, integrity-checked and migrated already).
 loop:  blocks -> windows -> (batched) inference -> events -> clips -> ONE SQLite transaction per
        group of detections -> wake the sync. Nothing is published before it is committed.
-stop:  on SIGTERM/SIGINT, end of a file source, or a nearly full disk: classify the tail, close
-       open events, commit, give the sync a moment to drain, publish the final (offline) status,
-       close the database.
+stop:  on SIGTERM, SIGINT or SIGHUP, the end of a file source, a nearly full disk, a dead MQTT
+       network thread or a database deleted under it, ``shutdown`` runs its steps in order, each
+       one even if one before it failed: stop capture, commit the tail, drain the outbox (within
+       ``mqtt.flush_timeout_s``), publish the offline status, write the last heartbeat, close the
+       store, release the data folder, restore the signal handlers.
+
+SIGHUP stops cleanly, like SIGTERM (exit 0); it does not reload in place. Under systemd
+(``Restart=always``) the unit then comes straight back, reading its configuration again, so a
+HUP is a reload with a fresh process: no half-applied settings, no state to migrate.
 """
 
 from __future__ import annotations
@@ -15,19 +22,18 @@ import logging
 import os
 import shutil
 import signal
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from biovita.bundle import Bundle
+from biovita.bank import SpeciesBank
 from biovita.detection import DeviceStatus
 from device import __version__
 from device.clips import ClipRecorder, WrittenClip
-from device.config import DeviceConfig
+from device.lock import DataDirLock
 from device.pipeline import DetectionContext, Pipeline, event_to_detection
-from device.records import AudioSource, Event
+from device.records import AudioBlock, Event
 from device.store import ClipRecord, Store, StoreError
 from device.stream import WatchedStream
 from device.sync import MqttSync
@@ -36,6 +42,7 @@ log = logging.getLogger(__name__)
 
 DISK_CHECK_S = 30.0
 HEARTBEAT_S = 10.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def clock_is_synced() -> bool:
@@ -44,45 +51,76 @@ def clock_is_synced() -> bool:
     return not timesync.is_dir() or (timesync / "synchronized").exists()
 
 
+class StatusReport:
+    """The ``DeviceStatus`` the sync publishes (retained, and as the Last Will)."""
+
+    def __init__(self, store: Store, context: DetectionContext) -> None:
+        self.store, self.context = store, context
+        self.started = time.monotonic()
+
+    def uptime_s(self) -> float:
+        return round(time.monotonic() - self.started, 1)
+
+    def __call__(self, online: bool) -> DeviceStatus:
+        try:
+            free = shutil.disk_usage(self.store.path.parent).free
+            depth, clips_bytes, last = (
+                self.store.queue_depth(),
+                self.store.clips_bytes(),
+                self.store.last_detection_utc(),
+            )
+        except Exception:  # status must never take the daemon down
+            free, depth, clips_bytes, last = None, 0, None, None
+        return DeviceStatus(
+            device_id=self.context.device_id,
+            site_id=self.context.site_id,
+            online=online,
+            uptime_s=self.uptime_s(),
+            queue_depth=depth,
+            disk_free_bytes=free,
+            clips_bytes=clips_bytes,
+            bundle_id=self.context.bundle_id,
+            backend=self.context.backend,
+            software_version=__version__,
+            last_detection_utc=last,
+        )
+
+
 class Daemon:
     def __init__(
         self,
-        cfg: DeviceConfig,
-        bundle: Bundle,
-        pipeline: Pipeline,
+        *,
         context: DetectionContext,
-        open_source: Callable[[], AudioSource],
+        bank: SpeciesBank,
+        pipeline: Pipeline,
+        stream: WatchedStream,
+        clips: ClipRecorder,
         store: Store,
+        sync: MqttSync | None,
+        status: StatusReport,
+        lock: DataDirLock,
+        source_kind: str,
+        min_free_bytes: int,
+        flush_timeout_s: float,
     ) -> None:
-        self.cfg, self.bundle, self.pipeline, self.context = cfg, bundle, pipeline, context
-        self.store = store
-        self.started = time.monotonic()
+        self.context, self.bank, self.pipeline = context, bank, pipeline
+        self.stream, self.clips, self.store, self.sync = stream, clips, store, sync
+        self.status, self.lock, self.source_kind = status, lock, source_kind
+        self.min_free_bytes, self.flush_timeout_s = min_free_bytes, flush_timeout_s
+        self.stop_event = stream.stop_event  # a stop request also ends the capture loop
         self.detections = 0
         self.stop_reason = ""
-        self.stop_event = threading.Event()
-        self.stream = WatchedStream(open_source, cfg.windows.watchdog_s, stop_event=self.stop_event)
-        self.clips = ClipRecorder(
-            cfg.clips_dir,
-            bundle.manifest.frontend.sample_rate,
-            store,
-            cfg.clips.pre_roll_s,
-            cfg.clips.post_roll_s,
-            cfg.clips.max_clip_s,
-            int(cfg.clips.quota_mb * (1 << 20)),
-            int(cfg.clips.min_free_mb * (1 << 20)),
-            cfg.clips.enabled,
-        )
-        self.sync = (
-            MqttSync(store, cfg.mqtt, cfg.device.id, cfg.device.site, self.device_status)
-            if cfg.mqtt.enabled
-            else None
-        )
+        self.failure: str | None = None  # why the run failed: exit status 1 for systemd
+        self.steps_done: list[str] = []  # the shutdown steps that completed, in order
+        self._blocks: Iterator[AudioBlock] | None = None
+        self._previous_handlers: dict[int, Callable | int | None] = {}
 
     # --------------------------------------------------------------------------- lifecycle
 
     def install_signal_handlers(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
+        """SIGTERM, SIGINT and SIGHUP all stop cleanly; the old handlers come back at the end."""
+        for sig in STOP_SIGNALS:
+            self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, frame) -> None:
         self.request_stop(signal.Signals(signum).name)
@@ -93,22 +131,31 @@ class Daemon:
             self.stop_reason = reason
         self.stop_event.set()
 
+    def fail(self, reason: str) -> None:
+        """Stop with exit status 1: something the daemon cannot fix by itself broke."""
+        if self.failure is None:
+            log.error("%s: stopping (exit status 1, systemd restarts the unit)", reason)
+            self.failure = reason
+        self.request_stop(reason)
+
     def run(self) -> int:
-        self.start()
+        """0 after a clean stop, 1 after a failure; a ``BiovitaError`` propagates (CLI: exit 2)."""
         try:
+            self.start()
             self.loop()
         finally:
-            self.stop()
-        return 0
+            self.shutdown()
+        return 1 if self.failure else 0
 
     def start(self) -> None:
+        c = self.context
         log.info(
             "listen start device=%s site=%s bundle=%s backend=%s species=%d store=%s",
-            self.cfg.device.id,
-            self.cfg.device.site,
-            self.bundle.manifest.bundle_id,
-            self.context.backend,
-            len(self.bundle.bank),
+            c.device_id,
+            c.site_id,
+            c.bundle_id,
+            c.backend,
+            len(self.bank),
             self.store.path,
         )
         if self.sync is not None:
@@ -116,12 +163,15 @@ class Daemon:
 
     def loop(self) -> None:
         last_disk = last_beat = 0.0
-        for block in self.stream.blocks():
+        self._blocks = self.stream.blocks()
+        for block in self._blocks:
             self.pipeline.push(block)
             self.clips.push_audio(block)
             if self.stream.backlog() == 0 or self.pipeline.ready():
                 self.clips.add(self.pipeline.drain())
                 self._commit(self.clips.ready())
+            if self.sync is not None and not self.sync.network_alive():
+                self.fail("the MQTT network thread died")
             now = time.monotonic()
             if now - last_disk > DISK_CHECK_S:
                 last_disk = now
@@ -132,26 +182,61 @@ class Daemon:
         if not self.stop_event.is_set():
             self.request_stop("the audio source ended")
 
-    def stop(self) -> None:
-        try:
-            self.clips.add(self.pipeline.finish())
-            self._commit(self.clips.ready(final=True))
-        finally:
-            if self.sync is not None:
-                self.sync.stop(flush_timeout_s=5.0)
+    def shutdown(self) -> None:
+        """The stop sequence, in order; a failed step is logged and the next one still runs."""
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("stop capture", self._stop_capture),
+            ("commit", self._commit_tail),
+            ("drain", self._drain),
+            ("publish offline", self._close_sync),
+            ("heartbeat", lambda: self._heartbeat(running=False)),
+            ("close store", self._close_store),
+            ("release data folder", self.lock.release),
+            ("restore signal handlers", self._restore_signal_handlers),
+        ]
+        for name, step in steps:
             try:
-                self._heartbeat(running=False)
-            except StoreError as err:  # a full disk must not hide the error that stopped us
-                log.error("final heartbeat not written: %s", err)
-            log.info(
-                "listen stop reason=%r detections=%d windows=%d batches=%d outbox=%d",
-                self.stop_reason,
-                self.detections,
-                self.pipeline.windows_classified,
-                self.pipeline.batches,
-                self.store.queue_depth(),
-            )
-            self.store.close()
+                step()
+            except Exception as err:  # e.g. a full disk: it must not hide the rest of the stop
+                text = err.describe() if isinstance(err, StoreError) else repr(err)
+                log.error("stop step %r failed: %s", name, text)
+            else:
+                self.steps_done.append(name)
+
+    # ------------------------------------------------------------------------ stop steps
+
+    def _stop_capture(self) -> None:
+        self.stop_event.set()
+        if self._blocks is not None:
+            self._blocks.close()  # the stream's finally closes the source
+
+    def _commit_tail(self) -> None:
+        self.clips.add(self.pipeline.finish())
+        self._commit(self.clips.ready(final=True))
+
+    def _drain(self) -> None:
+        if self.sync is not None:
+            self.sync.drain(self.flush_timeout_s)
+
+    def _close_sync(self) -> None:
+        if self.sync is not None:
+            self.sync.stop()
+
+    def _close_store(self) -> None:
+        log.info(
+            "listen stop reason=%r detections=%d windows=%d batches=%d outbox=%d",
+            self.stop_reason,
+            self.detections,
+            self.pipeline.windows_classified,
+            self.pipeline.batches,
+            self.store.queue_depth(),
+        )
+        self.store.close()
+
+    def _restore_signal_handlers(self) -> None:
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous_handlers.clear()
 
     # ------------------------------------------------------------------------------- steps
 
@@ -159,9 +244,8 @@ class Daemon:
         if not ready:
             return
         detections, clips = [], []
-        ctx = self.context
         for event, clip in ready:
-            det = event_to_detection(event, self.bundle.bank, ctx, clip.clip_id if clip else None)
+            det = event_to_detection(event, self.bank, self.context, clip.clip_id if clip else None)
             detections.append(det)
             if clip is not None:
                 clips.append(ClipRecord(clip.clip_id, det.id, clip.path, clip.bytes))
@@ -183,13 +267,12 @@ class Daemon:
 
     def _check_disk(self) -> None:
         free = shutil.disk_usage(self.store.path.parent).free
-        floor = int(self.cfg.store.min_free_mb * (1 << 20))
-        if free < floor:
+        if free < self.min_free_bytes:
             log.error(
                 "only %d MiB free on %s (floor %d MiB): stopping cleanly before the disk is full",
                 free >> 20,
                 self.store.path.parent,
-                floor >> 20,
+                self.min_free_bytes >> 20,
             )
             self.request_stop("disk nearly full")
 
@@ -199,38 +282,17 @@ class Daemon:
             "running": running,
             "pid": os.getpid(),
             "utc": datetime.now(timezone.utc).isoformat(),
-            "uptime_s": round(time.monotonic() - self.started, 1),
-            "bundle_id": self.bundle.manifest.bundle_id,
+            "uptime_s": self.status.uptime_s(),
+            "bundle_id": self.context.bundle_id,
             "backend": self.context.backend,
-            "source": self.cfg.audio.source,
+            "source": self.source_kind,
             "windows": self.pipeline.windows_classified,
             "stream_samples": self.stream.samples,
             "source_reopens": self.stream.reopens,
             "mqtt_connected": bool(self.sync and self.sync.connected.is_set()),
+            "acks_rejected": self.sync.acks_rejected if self.sync else 0,
             "clips_paused": self.clips.paused_reason,
+            "stop_reason": self.stop_reason,
+            "failure": self.failure,
         }
         self.store.set_meta("daemon", json.dumps(doc))
-
-    def device_status(self, online: bool) -> DeviceStatus:
-        try:
-            free = shutil.disk_usage(self.store.path.parent).free
-            depth, clips_bytes, last = (
-                self.store.queue_depth(),
-                self.store.clips_bytes(),
-                self.store.last_detection_utc(),
-            )
-        except Exception:  # status must never take the daemon down
-            free, depth, clips_bytes, last = None, 0, None, None
-        return DeviceStatus(
-            device_id=self.cfg.device.id,
-            site_id=self.cfg.device.site,
-            online=online,
-            uptime_s=round(time.monotonic() - self.started, 1),
-            queue_depth=depth,
-            disk_free_bytes=free,
-            clips_bytes=clips_bytes,
-            bundle_id=self.bundle.manifest.bundle_id,
-            backend=self.context.backend,
-            software_version=__version__,
-            last_detection_utc=last,
-        )

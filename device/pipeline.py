@@ -30,8 +30,9 @@ class Pipeline:
         scorer: Scorer,
         tracker: EventTracker,
         windower: Windower,
-        max_batch: int = 32,
-        silence_dbfs: float = -80.0,
+        *,
+        max_batch: int,  # inference.max_batch and classify.silence_dbfs: the config's defaults
+        silence_dbfs: float,
     ) -> None:
         self.backend, self.scorer, self.tracker, self.windower = backend, scorer, tracker, windower
         self.max_batch = max_batch

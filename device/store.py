@@ -6,10 +6,14 @@ published; a row leaves the outbox only when the server's ack names it. ``PRAGMA
 integrity_check`` runs at every start and a damaged file is refused (never overwritten). The
 schema is versioned with ``PRAGMA user_version`` and upgraded by the migrations below, in order.
 All access goes through one lock: the capture loop and the MQTT thread share the connection.
+Every write first checks that the path still names the file opened (device and inode): a
+database deleted or replaced under a running daemon is a ``StoreError``, and the rows the
+orphaned file holds are copied beside the path first, so nothing committed is lost.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -22,6 +26,9 @@ import sqlite_utils
 
 from biovita.detection import Detection
 from biovita.errors import BiovitaError
+from device.config import StoreSection, default_of
+
+BUSY_TIMEOUT_MS = default_of(StoreSection, "busy_timeout_ms")
 
 
 class StoreError(BiovitaError):
@@ -83,6 +90,15 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, None when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 @dataclass(frozen=True)
 class ClipRecord:
     clip_id: str
@@ -100,7 +116,7 @@ class OutboxItem:
 
 
 class Store:
-    def __init__(self, path: str | Path, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: str | Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -120,7 +136,37 @@ class Store:
             ) from err
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
+        self._identity = _identity(self.path)
+        self._lost: str | None = None  # set once the file was deleted or replaced
         self._migrate()
+
+    def check_file(self) -> None:
+        """Raise ``StoreError`` if the path no longer names the file this store has open."""
+        if self._lost is None:
+            now = _identity(self.path)
+            if now == self._identity:
+                return
+            what = "deleted" if now is None else "replaced by another file"
+            self._lost = (
+                f"the device database {self.path} was {what} while the daemon ran; nothing more "
+                f"is written to it, and the rows it held are saved in {self._rescue()}"
+            )
+        raise StoreError(
+            self._lost,
+            hint="restart the daemon (it opens whatever file is at the path now); merge the "
+            "saved copy back with sqlite3 if its rows are wanted",
+        )
+
+    def _rescue(self) -> Path:
+        """Copy the orphaned file this store still has open to a new name beside the path."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        target = self.path.with_name(f"{self.path.name}.orphaned-{stamp}")
+        copy = sqlite3.connect(target)
+        try:
+            self.conn.backup(copy)
+        finally:
+            copy.close()
+        return target
 
     def _check_integrity(self, conn: sqlite3.Connection) -> None:
         rows = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
@@ -152,6 +198,7 @@ class Store:
         before is still there.
         """
         with self._lock:
+            self.check_file()
             try:
                 with self.conn:
                     yield
@@ -230,13 +277,17 @@ class Store:
 
     # -------------------------------------------------------------------------------- outbox
 
-    def due(self, kind: str, limit: int, resend_before: datetime) -> list[OutboxItem]:
-        """Outbox rows never sent, or sent before ``resend_before`` and still not acked, in order."""
+    def due(self, kind: str, limit: int) -> list[OutboxItem]:
+        """Outbox rows not in flight (never sent, or released for a re-send), in commit order.
+
+        When a row goes again is the sender's decision, on its monotonic clock (``release``): a
+        wall-clock step must neither delay a re-send nor let newer rows overtake older ones.
+        """
         with self._lock:
             rows = self.conn.execute(
                 "SELECT n, kind, ref, attempts FROM outbox WHERE kind = ?"
-                " AND (sent_utc IS NULL OR sent_utc < ?) ORDER BY n LIMIT ?",
-                (kind, resend_before.isoformat(), limit),
+                " AND sent_utc IS NULL ORDER BY n LIMIT ?",
+                (kind, limit),
             ).fetchall()
         return [OutboxItem(*r) for r in rows]
 
@@ -261,6 +312,13 @@ class Store:
         """Make every unacked outbox row due now (after a restart or a reconnect)."""
         with self._write():
             self.conn.execute("UPDATE outbox SET sent_utc = NULL WHERE sent_utc IS NOT NULL")
+
+    def release(self, items: list[OutboxItem]) -> None:
+        """Sent, but no ack came in time: these rows are due again (acked ones are gone already)."""
+        with self._write():
+            self.conn.executemany(
+                "UPDATE outbox SET sent_utc = NULL WHERE n = ?", [(item.n,) for item in items]
+            )
 
     def mark_sent(self, items: list[OutboxItem], seq: int | None = None) -> None:
         now = _now()

@@ -28,7 +28,7 @@ class WatchedStream:
     def __init__(
         self,
         open_source: Callable[[], AudioSource],
-        watchdog_s: float = 10.0,
+        watchdog_s: float,
         queue_blocks: int = 64,
         reopen_backoff_max_s: float = 30.0,
         stop_event: threading.Event | None = None,

@@ -3,9 +3,15 @@
 * Batches of outbox rows go out as ``DetectionBatch`` (QoS 1) on ``detections_topic``, in outbox
   order, with a per-device ``seq`` persisted in SQLite; clips go as raw FLAC on ``clip_topic``.
 * A row leaves the outbox only when the server's ``Ack`` names it: PUBACK only says the broker
-  has the message. Rows not acked within ``ack_timeout_s`` are sent again (the server upserts by
-  id, so a re-send is harmless), and after a (re)connect or a restart everything unacked is due
-  at once.
+  has the message. Rows not acked within ``ack_timeout_s`` (on the monotonic clock: a wall-clock
+  step changes nothing) are sent again, oldest first (the server upserts by id, so a re-send is
+  harmless), and after a (re)connect or a restart everything unacked is due at once.
+* No ack, however malformed, leaves a callback: it is logged and counted (``acks_rejected``).
+  paho's network thread is watched (``network_alive``): the daemon stops non-zero when it dies,
+  and systemd starts it again.
+* A broker that cannot be reached or refuses the login is logged once per outage (address and
+  reason, at error level), then each retry at debug level: a wrong address is visible at once
+  without filling the journal during a week offline.
 * Persistent session (``clean_start=False`` + session expiry), so acks published while the
   device was offline wait at the broker; paho reconnects by itself with capped backoff.
 * Retained ``DeviceStatus`` (online) on connect and every ``status_interval_s``; the same topic is
@@ -15,13 +21,15 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -42,13 +50,34 @@ from biovita.detection import (
     encode,
     status_topic,
 )
-from biovita.errors import WireFormatError
 from device.config import MqttSection
 from device.store import OutboxItem, Store, StoreError
 
 log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[bool], DeviceStatus]
+
+
+@dataclass
+class _Inflight:
+    """Outbox rows published and awaiting their ack, with the monotonic time they went."""
+
+    items: list[OutboxItem]
+    unacked: set[str]
+    sent: float
+
+
+def _guarded(callback: Callable) -> Callable:
+    """A paho callback that never raises: paho re-raises callback errors and its thread dies."""
+
+    @functools.wraps(callback)
+    def wrapper(self: MqttSync, *args) -> None:
+        try:
+            callback(self, *args)
+        except Exception:
+            log.exception("mqtt %s failed; the connection carries on", callback.__name__)
+
+    return wrapper
 
 
 class MqttSync:
@@ -66,11 +95,14 @@ class MqttSync:
         self.connected = threading.Event()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._inflight: dict[int, tuple[set[str], float]] = {}  # seq -> (ids, sent monotonic)
+        self._inflight: dict[int, _Inflight] = {}  # batch seq -> rows awaiting their ack
+        self._clips_inflight: dict[str, _Inflight] = {}  # clip id -> its outbox row
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._last_status = 0.0
+        self.connect_failures = 0  # in the current outage (since the last successful connect)
         self.acks_received = 0
+        self.acks_rejected = 0
         self.batches_sent = 0
         self.client = self._make_client()
 
@@ -99,6 +131,7 @@ class MqttSync:
         client.reconnect_delay_set(min_delay=cfg.reconnect_min_s, max_delay=cfg.reconnect_max_s)
         client.max_inflight_messages_set(100)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
@@ -127,17 +160,33 @@ class MqttSync:
         """New rows are in the outbox."""
         self._wake.set()
 
-    def stop(self, flush_timeout_s: float = 5.0) -> None:
-        """Try to drain the outbox, publish the final offline status, disconnect cleanly."""
-        deadline = time.monotonic() + flush_timeout_s
-        while self.connected.is_set() and self.store.queue_depth() and time.monotonic() < deadline:
+    def network_alive(self) -> bool:
+        """Whether paho's network thread still runs (``loop_start`` sets it, its exit clears it).
+
+        paho 2.x has no public accessor; without this thread nothing is sent, acked or
+        reconnected, so the daemon watches it and stops non-zero for systemd to restart.
+        """
+        thread = getattr(self.client, "_thread", None)
+        return thread is not None and thread.is_alive()
+
+    def drain(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the outbox to empty, a connection still being made included.
+
+        A short ``listen --file`` over TLS or a WAN link ends before its first connect completes;
+        the drain gives that connect its time rather than leaving the whole run queued.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.store.queue_depth() and time.monotonic() < deadline and self.network_alive():
             self._wake.set()
             time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the sender, publish the final offline status, disconnect cleanly."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self.connected.is_set():
+        if self.connected.is_set() and self.network_alive():
             info = self.client.publish(self._status_topic, encode(self.status(False)), 1, True)
             with contextlib.suppress(RuntimeError, ValueError):  # lost link: the Will says it
                 info.wait_for_publish(timeout=3)
@@ -146,10 +195,12 @@ class MqttSync:
 
     # ------------------------------------------------------------------------- callbacks
 
+    @_guarded
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("mqtt broker %s refused the connection: %s", self.cfg.host, reason_code)
+            self._report_connect_failure(f"the broker refused the connection: {reason_code}")
             return
+        self.connect_failures = 0
         log.info(
             "mqtt connected to %s:%s (session present: %s)",
             self.cfg.host,
@@ -159,6 +210,7 @@ class MqttSync:
         client.subscribe(acks_topic(self.site_id, self.device_id), qos=1)
         with self._lock:
             self._inflight.clear()
+            self._clips_inflight.clear()
         self.store.reset_sent()  # whatever was in flight when the link dropped goes again
         self.connected.set()
         self._publish_status()
@@ -166,29 +218,66 @@ class MqttSync:
             self._publish_ha_discovery()
         self._wake.set()
 
+    @_guarded
+    def _on_connect_fail(self, client, userdata) -> None:
+        # paho calls this inside its ``except OSError`` and does not pass the error on
+        err = sys.exc_info()[1]
+        reason = f"{type(err).__name__}: {err}" if err is not None else "no reason given"
+        self._report_connect_failure(f"cannot connect: {reason}")
+
+    def _report_connect_failure(self, reason: str) -> None:
+        """The first failure of an outage at error level, with the address; its retries at debug."""
+        self.connect_failures += 1
+        cfg = self.cfg
+        if self.connect_failures > 1:
+            log.debug("mqtt broker %s:%s: %s (retry %d)", cfg.host, cfg.port, reason,
+                      self.connect_failures - 1)  # fmt: skip
+            return
+        log.error(
+            "mqtt broker %s:%s: %s; the outbox keeps everything, retrying every %g to %g s "
+            "(further failures of this outage at debug level)",
+            cfg.host,
+            cfg.port,
+            reason,
+            cfg.reconnect_min_s,
+            cfg.reconnect_max_s,
+        )
+
+    @_guarded
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected.is_set():
             log.warning("mqtt disconnected (%s); the outbox keeps everything", reason_code)
         self.connected.clear()
 
     def _on_message(self, client, userdata, message) -> None:
+        """An ack: whatever it holds, and whatever the decoder does with it, it never raises."""
         try:
             ack = decode(message.payload, Ack)
-        except WireFormatError as err:
-            log.warning("ignoring a malformed ack on %s: %s", message.topic, err)
-            return
-        if ack.device_id != self.device_id:
-            log.warning("ignoring an ack for device %s", ack.device_id)
-            return
+            if ack.device_id != self.device_id:
+                raise ValueError(f"it is for device {ack.device_id!r}")
+            self._apply(ack)
+        except Exception as err:  # not only WireFormatError: a decoder bug must not kill paho
+            self.acks_rejected += 1
+            log.warning(
+                "rejected an ack on %s (%d bytes, %d rejected so far): %s: %s",
+                message.topic,
+                len(message.payload),
+                self.acks_rejected,
+                type(err).__name__,
+                err,
+            )
+
+    def _apply(self, ack: Ack) -> None:
         done = self.store.mark_delivered(list(ack.ids), list(ack.clip_ids))
         self.acks_received += 1
         with self._lock:
             acked = set(ack.ids)
-            for seq in list(self._inflight):
-                ids, sent = self._inflight[seq]
-                ids -= acked
-                if not ids:
+            for seq, flight in list(self._inflight.items()):
+                flight.unacked -= acked
+                if not flight.unacked:
                     del self._inflight[seq]
+            for clip_id in ack.clip_ids:
+                self._clips_inflight.pop(clip_id, None)
         log.debug(
             "ack seq=%s ids=%d clips=%d newly_delivered=%d",
             ack.seq,
@@ -217,21 +306,31 @@ class MqttSync:
                 log.exception("mqtt sync step failed; retrying")
                 self._stopping.wait(1.0)
 
-    def _resend_before(self) -> datetime:
-        return datetime.now(timezone.utc) - timedelta(seconds=self.cfg.ack_timeout_s)
+    def _release_expired(self) -> None:
+        """Rows whose ack did not come within ``ack_timeout_s`` (monotonic) are due again."""
+        limit = time.monotonic() - self.cfg.ack_timeout_s
+        expired: list[OutboxItem] = []
+        with self._lock:
+            for flights in (self._inflight, self._clips_inflight):
+                for key, flight in list(flights.items()):
+                    if flight.sent < limit:
+                        expired += flights.pop(key).items
+        if expired:
+            log.info(
+                "no ack within %g s for %d row(s); sending again",
+                self.cfg.ack_timeout_s,
+                len(expired),
+            )
+            self.store.release(expired)
 
     def _send_due(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for seq, (_, sent) in list(self._inflight.items()):
-                if now - sent > self.cfg.ack_timeout_s:
-                    del self._inflight[seq]
+        self._release_expired()
         while self.connected.is_set() and len(self._inflight) < self.cfg.max_inflight_batches:
-            items = self.store.due("detection", self.cfg.batch_size, self._resend_before())
+            items = self.store.due("detection", self.cfg.batch_size)
             if not items:
                 break
             self._send_batch(items)
-        for item in self.store.due("clip", 4, self._resend_before()):
+        for item in self.store.due("clip", 4):
             if not self.connected.is_set():
                 break
             self._send_clip(item)
@@ -249,15 +348,28 @@ class MqttSync:
             self._send_batch(items[:half])
             self._send_batch(items[half:])
             return
+        # in flight BEFORE the publish: an ack may arrive before publish() even returns
+        self._track(self._inflight, seq, items, {d.id for d in detections}, seq)
         info = self.client.publish(detections_topic(self.site_id, self.device_id), payload, qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             log.warning("publish of batch %d failed (%s); will retry", seq, info.rc)
+            self._untrack(self._inflight, seq)
             return
-        self.store.mark_sent(items, seq)
-        with self._lock:
-            self._inflight[seq] = ({d.id for d in detections}, time.monotonic())
         self.batches_sent += 1
         log.debug("sent batch seq=%d detections=%d", seq, len(detections))
+
+    def _track(
+        self, flights: dict, key: object, items: list[OutboxItem], ids: set[str], seq: int | None
+    ) -> None:
+        self.store.mark_sent(items, seq)
+        with self._lock:
+            flights[key] = _Inflight(items, ids, time.monotonic())
+
+    def _untrack(self, flights: dict, key: object) -> None:
+        with self._lock:
+            flight = flights.pop(key, None)
+        if flight is not None:
+            self.store.release(flight.items)
 
     def _send_clip(self, item: OutboxItem) -> None:
         clip = self.store.clip(item.ref)
@@ -276,9 +388,10 @@ class MqttSync:
             )
             self.store.drop_from_outbox("clip", item.ref)
             return
+        self._track(self._clips_inflight, item.ref, [item], {item.ref}, None)
         info = self.client.publish(clip_topic(self.site_id, self.device_id, item.ref), data, qos=1)
-        if info.rc == mqtt.MQTT_ERR_SUCCESS:
-            self.store.mark_sent([item])
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self._untrack(self._clips_inflight, item.ref)
 
     def _publish_status(self) -> None:
         self._last_status = time.monotonic()

@@ -3,7 +3,8 @@
 Not a mock: it is a real paho MQTT v5 client on the real Mosquitto broker, doing what the contract
 says a server does: receive batches and clips, "store" them (here: a dict keyed by id, so
 re-sends are upserts) and then publish ``Ack`` QoS 1 on the device's acks topic. ``acking`` can
-be turned off to play a server that is down.
+be turned off to play a server that is down; ``hostile`` payloads are published on the acks
+topic before every real ack, to play a broken or malicious server.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ class AckPeer:
         username: str | None = None,
         password: str | None = None,
         ca_file: str | None = None,
+        hostile: list[bytes] = (),
     ) -> None:
         self.acking = acking
+        self.hostile = list(hostile)
+        self.received: list[DetectionBatch] = []  # every batch, acked or not, in arrival order
         self.stored: dict[str, object] = {}  # detection id -> Detection (upsert)
         self.clips: dict[str, bytes] = {}
         self.batches: list[DetectionBatch] = []
@@ -73,10 +77,13 @@ class AckPeer:
         if parts.kind == "status":
             self.statuses.append(decode(message.payload, DeviceStatus))
             return
+        if parts.kind == "detections":
+            batch = decode(message.payload, DetectionBatch)
+            with self._lock:
+                self.received.append(batch)
         if not self.acking:
             return
         if parts.kind == "detections":
-            batch = decode(message.payload, DetectionBatch)
             with self._lock:
                 self.batches.append(batch)
                 for d in batch.detections:
@@ -88,7 +95,10 @@ class AckPeer:
             with self._lock:
                 self.clips[parts.clip_id] = message.payload
             ack = Ack(device_id=parts.device_id, clip_ids=[parts.clip_id])
-        client.publish(acks_topic(parts.site_id, parts.device_id), encode(ack), qos=1)
+        topic = acks_topic(parts.site_id, parts.device_id)
+        for payload in self.hostile:
+            client.publish(topic, payload, qos=1)
+        client.publish(topic, encode(ack), qos=1)
 
     @staticmethod
     def wait(condition, timeout: float, what: str) -> None:

@@ -34,11 +34,12 @@ class DaemonThread:
     def __init__(self, cfg: DeviceConfig) -> None:
         self.daemon = build_daemon(cfg)
         self.error: BaseException | None = None
+        self.returncode: int | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         try:
-            self.daemon.run()
+            self.returncode = self.daemon.run()
         except BaseException as err:  # surfaced by join()
             self.error = err
 

@@ -18,6 +18,7 @@ from device.backends import (
     select_engine,
     select_tower,
 )
+from device.config import InferenceSection
 
 NOW = datetime(2026, 5, 1, tzinfo=timezone.utc)
 
@@ -75,7 +76,7 @@ def test_fallback_to_onnxruntime_says_why(tone_bundle, tmp_path, caplog):
     )
     bundle.manifest = with_engine
     with caplog.at_level(logging.WARNING):
-        backend = make_backend(bundle, "auto")
+        backend = make_backend(bundle, InferenceSection(backend="auto"))
     assert backend.name == "onnxruntime-cpu-fp32"
     assert "falling back to ONNX Runtime" in caplog.text
     assert "TensorRT is not installed" in caplog.text or "no CUDA GPU" in caplog.text

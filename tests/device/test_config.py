@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,16 @@ def test_the_example_config_documents_every_key():
         assert f"[{section}]" in text, section
         for key in type(sub).model_fields:
             assert f"\n{key} =" in text or f"\n# {key} =" in text, f"{section}.{key}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"windows.watchdog_s": 1e9}, "unnoticed (the recorder deaf)"),
+        ({"windows.watchdog_s": 0.6, "audio.block_s": 0.5}, "never hears anything"),
+    ],
+)
+def test_a_watchdog_that_makes_the_recorder_deaf_is_refused_with_the_reason(overrides, reason):
+    with pytest.raises(ConfigError, match=re.escape(reason)) as err:
+        load_config(None, environ={}, overrides=overrides)
+    assert "watchdog_s" in str(err.value)

@@ -97,21 +97,30 @@ def test_kill_9_mid_run_loses_no_committed_row(tone_bundle, tmp_path, capsys):
     assert after < _committed_ids(db)
 
 
-def test_sigterm_stops_gracefully_with_a_final_commit(tone_bundle, tmp_path):
-    data = tmp_path / "data"
-    audio = _busy_scape(tmp_path, calls=12, seed=1)
+def _start_listening(bundle: Path, tmp_path: Path, data: Path, seed: int) -> subprocess.Popen:
+    """A paced ``listen`` process, returned once it has committed its first detection."""
+    audio = _busy_scape(tmp_path, calls=12, seed=seed)
     proc = subprocess.Popen(
-        _listen_cmd(tone_bundle, audio, data, "--set", "audio.speed=4.0"),
+        _listen_cmd(bundle, audio, data, "--set", "audio.speed=4.0"),
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while not _committed_ids(data / "biovita-field.db") and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_gracefully_with_a_final_commit(tone_bundle, tmp_path, sig):
+    """SIGHUP stops as cleanly as SIGTERM (exit 0); systemd's Restart=always brings it back."""
+    data = tmp_path / "data"
+    proc = _start_listening(tone_bundle, tmp_path, data, seed=1)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     log = err.decode()
     assert proc.returncode == 0, log
-    assert "stopping: SIGTERM" in log and "listen stop" in log
+    assert f"stopping: {sig.name}" in log and "listen stop" in log
     store = Store(data / "biovita-field.db")
     try:
         import json
@@ -121,6 +130,24 @@ def test_sigterm_stops_gracefully_with_a_final_commit(tone_bundle, tmp_path):
         assert store.counts()["detections"] >= 1
     finally:
         store.close()
+
+
+def test_a_second_listen_on_the_same_data_folder_is_refused(tone_bundle, scape_file, tmp_path):
+    data = tmp_path / "data"
+    first = _start_listening(tone_bundle, tmp_path, data, seed=4)
+    try:
+        second = subprocess.run(
+            _listen_cmd(tone_bundle, scape_file[0], data, "--fast"),
+            cwd=REPO, capture_output=True, timeout=120,
+        )  # fmt: skip
+        assert first.poll() is None  # the first one was not disturbed
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    err = second.stderr.decode()
+    assert second.returncode == 2, err
+    assert f"another biovita-field daemon (pid {first.pid})" in err and "hint:" in err
+    assert first.returncode == 0
 
 
 def test_listen_skips_bad_files_and_goes_on_with_the_next(

@@ -38,14 +38,13 @@ def test_outbox_order_resend_and_delivery_only_by_ack(tmp_path):
     dets = [_detection(i) for i in range(5)]
     store.add(dets)
     store.add(dets[:2])  # a repeated commit is an upsert, not a second row
-    far_past = datetime(2000, 1, 1, tzinfo=timezone.utc)
-    due = store.due("detection", 3, far_past)
+    due = store.due("detection", 3)
     assert [i.ref for i in due] == [d.id for d in dets[:3]]
     store.mark_sent(due, seq=store.next_seq())
-    assert [i.ref for i in store.due("detection", 10, far_past)] == [d.id for d in dets[3:]]
-    # not acked within the timeout: due again, in the original order
-    later = datetime.now(timezone.utc) + timedelta(seconds=1)
-    assert [i.ref for i in store.due("detection", 10, later)][:3] == [d.id for d in dets[:3]]
+    assert [i.ref for i in store.due("detection", 10)] == [d.id for d in dets[3:]]  # in flight
+    # not acked within the timeout: the sender releases them, due again in the original order
+    store.release(due)
+    assert [i.ref for i in store.due("detection", 10)][:3] == [d.id for d in dets[:3]]
     assert store.mark_delivered([dets[0].id, dets[1].id, "not-ours"]) == 2
     assert store.mark_delivered([dets[0].id]) == 0  # a repeated ack changes nothing
     assert store.counts() == {
@@ -72,8 +71,8 @@ def _event(start: int, end: int) -> Event:
 
 def _recorder(tmp_path: Path, store: Store, quota: int) -> ClipRecorder:
     return ClipRecorder(
-        tmp_path / "clips", 16_000, store, pre_roll_s=0.5, post_roll_s=0.5,
-        quota_bytes=quota, min_free_bytes=0,
+        tmp_path / "clips", 16_000, store, pre_roll_s=0.5, post_roll_s=0.5, max_clip_s=30.0,
+        quota_bytes=quota, min_free_bytes=0, enabled=True,
     )  # fmt: skip
 
 

@@ -323,7 +323,9 @@ def test_sigterm_mid_live_stream_is_a_clean_stop(chain, field_kit):
         ).start()
         feeder = PcmFeeder(scape_audio(field_kit, 1), field_kit.rate, speed=1.0).attach(daemon)
         try:
-            daemon.wait_for_log("listen start", timeout=60)
+            # the runs share one log file: wait for THIS run's start line (one per run), or the
+            # SIGTERM may land before the handlers are installed on a slow, loaded machine
+            wait_until(lambda d=daemon, n=run: d.log_text().count("listen start") > n, 60, "start")
             time.sleep(1.0 + run)
             assert daemon.stop() == 0, daemon.log_text()[-2000:]
         finally:

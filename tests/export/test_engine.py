@@ -16,6 +16,7 @@ from biovita.bundle import load_bundle
 from biovita.errors import EngineUnavailableError
 from biovita.stored_windows import StoredWindows
 from device.backends import OnnxRuntimeBackend, make_backend
+from device.config import InferenceSection
 from device.engine import EngineOptions, build_engine, require_tensorrt
 
 
@@ -40,7 +41,7 @@ def test_engine_build_appends_an_entry_with_parity(tensorrt, jetson_bundle, tmp_
     assert entry.precision == precision and entry.max_batch == 16
 
     # The device picks the engine it just built and agrees with ONNX Runtime on real windows.
-    backend = make_backend(bundle, "tensorrt")
+    backend = make_backend(bundle, InferenceSection(backend="tensorrt"))
     assert backend.name == f"tensorrt-{precision}"
     windows = StoredWindows.load(bundle).pcm[:40]  # more than max_batch: the split is exercised
     cosine = np.sum(backend.embed(windows) * OnnxRuntimeBackend(bundle).embed(windows), axis=1)
