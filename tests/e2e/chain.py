@@ -81,12 +81,17 @@ class Service:
         self.stop()
 
     @classmethod
-    def stop_leftovers(cls) -> list[str]:
-        """Stop every service a test left running; their names, for the test's report."""
-        left = [service for service in cls.started if service.alive]
+    def running(cls) -> set[Service]:
+        return {service for service in cls.started if service.alive}
+
+    @classmethod
+    def stop_leftovers(cls, keep: set[Service] = frozenset()) -> list[str]:
+        """Stop every service a test left running, except ``keep`` (those a module or session
+        fixture started before the test, still in use); their names, for the test's report."""
+        left = [service for service in cls.started if service.alive and service not in keep]
         for service in left:
             service.stop()
-        cls.started.clear()
+        cls.started = [service for service in cls.started if service in keep]
         return [service.name for service in left]
 
     def __repr__(self) -> str:

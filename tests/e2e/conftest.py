@@ -21,10 +21,19 @@ from tests.e2e.chain import Service
 @pytest.fixture(autouse=True)
 def _no_process_outlives_its_test():
     """A daemon runs in its own session, so pytest's exit does not end it: stop what a test (a
-    failed one, typically) left running, and say so."""
+    failed one, typically) left running, and say so. A module or session fixture's service was
+    started before this fixture (wider scopes are set up first) and is kept for the next test."""
+    shared = Service.running()
+    yield
+    if leftovers := Service.stop_leftovers(keep=shared):
+        warnings.warn(f"stopped processes the test left running: {leftovers}", stacklevel=1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_process_outlives_the_session():
     yield
     if leftovers := Service.stop_leftovers():
-        warnings.warn(f"stopped processes the test left running: {leftovers}", stacklevel=1)
+        warnings.warn(f"stopped processes the fixtures left running: {leftovers}", stacklevel=1)
 
 
 @dataclass(frozen=True)

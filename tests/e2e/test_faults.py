@@ -358,6 +358,10 @@ def test_a_service_left_running_by_a_failing_test_is_stopped(tmp_path):
     with pytest.raises(AssertionError), scoped:
         raise AssertionError("the test failed half-way")
     assert not scoped.alive
+    shared = Service("a module fixture's", sleeper, tmp_path / "shared.log").start()
     forgotten = Service("forgotten", sleeper, tmp_path / "forgotten.log").start()
-    assert Service.stop_leftovers() == ["forgotten"]
-    assert not forgotten.alive
+    try:
+        assert Service.stop_leftovers(keep={shared}) == ["forgotten"]
+        assert not forgotten.alive and shared.alive  # the next test of the module still uses it
+    finally:
+        shared.stop()
