@@ -20,7 +20,8 @@ from tqdm import tqdm
 from bench.protocol import TEXT_ANY_LEVEL, BenchmarkIndex, Direction
 from biovita.audio import load_audio, windows
 from biovita.bank import l2_normalise
-from biovita.errors import BiovitaError
+from biovita.crop import onset_crop
+from biovita.errors import AudioError, BiovitaError
 from biovita.frontend import FrontendSpec
 
 
@@ -79,6 +80,7 @@ class FeatureSet:
     audio: Table | None = None
     image: Table | None = None
     text: dict[str, Table] = field(default_factory=dict)
+    unreadable: dict[str, list[str]] = field(default_factory=dict)  # modality -> "path: why"
 
     def table(self, modality: str, level: str = TEXT_ANY_LEVEL) -> Table:
         if modality == "text":
@@ -143,14 +145,27 @@ def embed_audio_files(
     frontend: FrontendSpec,
     batch_windows: int = 64,
     desc: str = "audio",
+    unreadable: list[str] | None = None,
+    crop: str | None = None,
 ) -> Table:
     """One vector per file: the re-normalised mean over its windows (one window for a 3 s clip;
-    a longer recording is covered by the device's own windows and hop)."""
+    a longer recording is covered by the device's own windows and hop). With ``unreadable``, a
+    file that is missing or cannot be decoded is left out and listed there instead of raising.
+    ``crop="onset10"``: each file is first cut to the official evaluation's 10 s from its onset
+    (``biovita.crop.onset_crop``)."""
     window, hop = frontend.window_samples, frontend.hop_samples
     owners: list[int] = []
     chunks: list[np.ndarray] = []
     for i, path in sorted(paths.items()):
-        pcm, _ = load_audio(path, frontend.sample_rate)
+        try:
+            pcm, _ = load_audio(path, frontend.sample_rate)
+        except AudioError as err:  # a missing or broken file of a published benchmark
+            if unreadable is None:
+                raise
+            unreadable.append(f"{path}: {err}")
+            continue
+        if crop == "onset10":
+            pcm = onset_crop(pcm, frontend.sample_rate, int(10.0 * frontend.sample_rate))
         w = windows(pcm, window, hop)
         owners.extend([i] * len(w))
         chunks.append(w)
@@ -166,6 +181,25 @@ def embed_audio_files(
     for owner, v in zip(owners, vectors, strict=True):
         sums[owner] = sums[owner] + v if owner in sums else v.astype(np.float64)
     return Table.from_dict(sums)
+
+
+def _readable_images(items: dict[int, object], unreadable: list[str]) -> dict[int, object]:
+    """The images that exist and decode (PIL's check), listing the others in ``unreadable``."""
+    from PIL import Image, UnidentifiedImageError
+
+    kept = {}
+    for i, item in items.items():
+        if not isinstance(item, (str, Path)):
+            kept[i] = item
+            continue
+        try:
+            with Image.open(item) as img:
+                img.verify()
+        except (OSError, UnidentifiedImageError) as err:
+            unreadable.append(f"{item}: {err}")
+            continue
+        kept[i] = item
+    return kept
 
 
 def _embed_list(embed: Callable, items: dict[int, object], batch: int, desc: str) -> Table:
@@ -184,16 +218,28 @@ def extract_features(
     index: BenchmarkIndex,
     modalities: Sequence[str] = ("audio", "image", "text"),
     name: str | None = None,
+    crop: str | None = None,
 ) -> FeatureSet:
-    """Embed every item of ``index`` in the asked modalities (texts once per distinct text set)."""
+    """Embed every item of ``index`` in the asked modalities (texts once per distinct text set).
+
+    Missing or undecodable media are left out and listed in ``unreadable`` (their queries are
+    then counted as not embedded); a model without an audio tower (an image/text model such as
+    vanilla BioCLIP 2) gets no audio table, so only its I<->T directions are scored."""
     name = name or embedder.name
     features = FeatureSet(name)
-    if "audio" in modalities and index.audio:
+    if "audio" in modalities and index.audio and getattr(embedder, "has_audio", True):
+        bad = features.unreadable.setdefault("audio", [])
         features.audio = embed_audio_files(
-            embedder.audio, index.audio, embedder.frontend, desc=f"{name}: audio"
+            embedder.audio,
+            index.audio,
+            embedder.frontend,
+            desc=f"{name}: audio",
+            unreadable=bad,
+            crop=crop,
         )
     if "image" in modalities and index.image:
-        features.image = _embed_list(embedder.images, index.image, 64, f"{name}: images")
+        images = _readable_images(index.image, features.unreadable.setdefault("image", []))
+        features.image = _embed_list(embedder.images, images, 64, f"{name}: images")
     if "text" in modalities:
         done: dict[int, Table] = {}
         for level, texts in index.text.items():

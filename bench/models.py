@@ -89,7 +89,8 @@ def bundle_checkpoint(bundle_path: str | Path, candidates: Sequence[str | Path])
 class ModelRegistry:
     """Loads each checkpoint once and embeds each (model, split, modality) once."""
 
-    def __init__(self) -> None:
+    def __init__(self, crop: str | None = None) -> None:
+        self.crop = crop  # "onset10": audio cut as the official evaluation does
         self._embedders: dict[Path, Embedder] = {}
         self._tables: dict[tuple[int, int, str], object] = {}
 
@@ -106,9 +107,13 @@ class ModelRegistry:
         for modality in modalities:
             key = (id(embedder), id(index), modality)
             if key not in self._tables:
-                part = extract_features(embedder, index, (modality,), name=name)
-                self._tables[key] = part.text if modality == "text" else getattr(part, modality)
-            setattr(out, modality, self._tables[key])
+                part = extract_features(embedder, index, (modality,), name, self.crop)
+                table = part.text if modality == "text" else getattr(part, modality)
+                self._tables[key] = (table, part.unreadable.get(modality, []))
+            table, unreadable = self._tables[key]
+            setattr(out, modality, table)
+            if unreadable:
+                out.unreadable[modality] = unreadable
         return out
 
     def checkpoint(self, path: str | Path, name: str) -> ModelSource:
@@ -148,7 +153,9 @@ class ModelRegistry:
 
             def featurize(index: BenchmarkIndex, audio=audio, name=name) -> Features:
                 features = self.features(source, index, ("image", "text"), name)
-                features.audio = self.features(audio, index, ("audio",), name).audio
+                own = self.features(audio, index, ("audio",), name)
+                features.audio = own.audio
+                features.unreadable.update(own.unreadable)
                 return features
 
             rows.append(ModelSource(name, featurize, "bundle", reference))

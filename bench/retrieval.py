@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.candidates import build_tasks
+from bench.features import Features
 from bench.models import ModelSource
 from bench.protocol import (
     DIRECTIONS,
@@ -30,7 +31,7 @@ from bench.protocol import (
 from bench.reports import grouped_bars, markdown_table, pyplot, write_json, write_text
 from bench.scoring import TaskScore, chance_score, score_task
 from bench.sources import DataFolder
-from biovita.errors import ManifestError
+from biovita.errors import BiovitaError, ManifestError
 
 CHANCE = "chance"
 SUMMARY = "lists.json"  # per split: seed, and how many queries each list has / could not pose
@@ -104,6 +105,7 @@ class RetrievalResults:
 
     scores: dict[str, dict[str, list[TaskScore]]] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
+    unreadable: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # split -> modality
 
     def get(self, split: str, model: str, level: str, code: str) -> TaskScore | None:
         for s in self.scores.get(split, {}).get(model, []):
@@ -113,6 +115,10 @@ class RetrievalResults:
 
     def to_json(self) -> dict:
         return {
+            "unreadable_media": {
+                split: {m: {"count": len(v), "files": v} for m, v in by_modality.items()}
+                for split, by_modality in self.unreadable.items()
+            },
             "splits": {
                 split: {
                     model: {
@@ -122,7 +128,7 @@ class RetrievalResults:
                     for model, ss in by_model.items()
                 }
                 for split, by_model in self.scores.items()
-            }
+            },
         }
 
 
@@ -135,8 +141,32 @@ def run_retrieval(benchmarks: list[Benchmark], sources: list[ModelSource]) -> Re
         for source in sources:
             results.kinds[source.name] = source.kind
             features = source.featurize(bench.index)
-            by_model[source.name] = [score_task(t, features) for t in bench.tasks]
+            by_model[source.name] = [
+                score_task(t, features) for t in bench.tasks if _has_pair(features, t)
+            ]
+            for modality, bad in getattr(features, "unreadable", {}).items():
+                seen = results.unreadable.setdefault(bench.split, {}).setdefault(modality, [])
+                seen.extend(b for b in bad if b not in seen)
     return results
+
+
+def _has_pair(features: Features, task: Task) -> bool:
+    """False for a direction the model has no tower for (I<->T only for an image/text model)."""
+    try:
+        features.pair(task.direction, task.level)
+    except BiovitaError:
+        return False
+    return True
+
+
+def describe_unreadable(results: RetrievalResults) -> list[str]:
+    """One line per split and modality with media that were missing or could not be decoded."""
+    return [
+        f"{split}: {len(bad)} {modality} file(s) missing or undecodable, left out (first: {bad[0]})"
+        for split, by_modality in results.unreadable.items()
+        for modality, bad in by_modality.items()
+        if bad
+    ]
 
 
 def _row(results: RetrievalResults, split: str, model: str, level: str) -> list[object] | None:

@@ -185,17 +185,25 @@ def _write_manifest(root: Path, manifest: Manifest) -> None:
     os.replace(tmp, root / MANIFEST_NAME)
 
 
-def publish_bundle(staging: Path, manifest: Manifest, out: Path) -> Path:
-    """Hash every file in ``staging``, write the manifest, and move it to ``out`` atomically.
-
-    An existing bundle at ``out`` is replaced only after the new one is complete.
-    """
-    staging, out = Path(staging), Path(out)
+def seal_bundle(staging: Path, manifest: Manifest) -> Manifest:
+    """Hash every file in ``staging`` and write the manifest there: the staging directory then
+    loads (and verifies) as a bundle before it is published."""
+    staging = Path(staging)
     manifest = manifest.model_copy(
         update={"files": {name: sha256_file(staging / name) for name in _bundle_files(staging)}}
     )
     _check_declared_files(staging, manifest)
     _write_manifest(staging, manifest)
+    return manifest
+
+
+def publish_bundle(staging: Path, manifest: Manifest, out: Path) -> Path:
+    """Seal ``staging`` (``seal_bundle``) and move it to ``out`` atomically.
+
+    An existing bundle at ``out`` is replaced only after the new one is complete.
+    """
+    staging, out = Path(staging), Path(out)
+    seal_bundle(staging, manifest)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")

@@ -41,6 +41,11 @@ def crop_window(
         return fit_window(pcm, spec)
     if crop != "onset10":
         raise AudioError(f"unknown crop {crop!r}", hint=f"use one of {', '.join(CROPS)}")
-    start = onset_start(pcm, spec.sample_rate)
-    window = np.asarray(pcm)[start : start + spec.window_samples]
-    return np.pad(window, (0, spec.window_samples - len(window)))
+    return onset_crop(pcm, spec.sample_rate, spec.window_samples)
+
+
+def onset_crop(pcm: np.ndarray, sample_rate: int, samples: int) -> np.ndarray:
+    """``samples`` of ``pcm`` from ``onset_start``, zero-padded where the file runs out."""
+    start = onset_start(pcm, sample_rate)
+    crop = np.asarray(pcm, dtype=np.float32)[start : start + samples]
+    return np.pad(crop, (0, samples - len(crop)))

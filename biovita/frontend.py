@@ -190,20 +190,24 @@ def frontend_spec(value: str | dict | _WindowedSpec | None) -> FrontendSpec | Cl
 
 
 def fit_window(pcm: np.ndarray, spec: _WindowedSpec) -> np.ndarray:
-    """The first window of ``pcm`` (``[samples]``), a short clip padded as ``spec.padding`` says.
-
-    'repeatpad' tiles whole copies and zero-fills the rest, 'repeat' tiles and cuts, exactly as
-    ``ClapFeatureExtractor`` does for a clip shorter than its ``max_length``.
-    """
-    pcm = np.asarray(pcm)
-    n = spec.window_samples
-    if len(pcm) >= n:
-        return pcm[:n]
+    """The first window of ``pcm`` (``[samples]``), a short clip padded as ``spec.padding`` says."""
     if len(pcm) == 0:
         raise AudioError("an empty clip has no window", hint="pass at least one sample of audio")
-    if spec.padding == "repeat":
+    return pad_window(pcm, spec.window_samples, spec.padding)
+
+
+def pad_window(pcm: np.ndarray, n: int, padding: Padding = "pad") -> np.ndarray:
+    """``pcm`` made ``n`` samples long: cut at the end, or padded as ``padding`` says.
+
+    'repeatpad' tiles whole copies and zero-fills the rest, 'repeat' tiles and cuts, 'pad' fills
+    with zeros, exactly as ``ClapFeatureExtractor`` does for a clip shorter than ``max_length``.
+    """
+    pcm = np.asarray(pcm)
+    if len(pcm) >= n:
+        return pcm[:n]
+    if len(pcm) and padding == "repeat":
         pcm = np.tile(pcm, n // len(pcm) + 1)[:n]
-    elif spec.padding == "repeatpad":
+    elif len(pcm) and padding == "repeatpad":
         pcm = np.tile(pcm, n // len(pcm))
     return np.pad(pcm, (0, n - len(pcm)))
 

@@ -4,6 +4,7 @@ biovita-export --target jetson --checkpoint RUN/student.pt --bank RUN/species.np
 biovita-export --tower teacher --target jetson --checkpoint RUN/stage2.pt --bank ... --out B
 biovita-export export ...            (the same, as a subcommand)
 biovita-export verify B
+biovita-export rebank --bundle B --bank species.npz [--out B2]   (a new species list, same tower)
 
 TensorRT engines are built on the recorder itself: `biovita-field engine --bundle B --fp16`.
 """
@@ -20,11 +21,12 @@ from biovita.cli import run
 from biovita.parity import MIN_INT8_TOP1, describe
 from export.opsupport import DEFAULT_TRT_VERSION
 from export.package import TOWERS, ExportRequest, export_bundle
+from export.rebank import rebank_bundle
 from export.scoring import calibrate_bundle
 from export.verify import verify_bundle
 from export.windows import WindowSources
 
-COMMANDS = ("export", "verify", "calibrate")
+COMMANDS = ("export", "verify", "calibrate", "rebank")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -70,6 +72,16 @@ def _export(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     print(calibrate_bundle(args.bundle, args.soundscapes).describe())
+    return 0
+
+
+def _rebank(args: argparse.Namespace) -> int:
+    out = rebank_bundle(args.bundle, args.bank, args.out)
+    manifest = load_bundle(out).manifest
+    print(
+        f"bundle {manifest.bundle_id}: {manifest.species.count} species from {args.bank}, "
+        f"verified -> {out}"
+    )
     return 0
 
 
@@ -146,6 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
         "soundscapes", type=Path, nargs="+", help="validation soundscapes (files or folders)"
     )
     calibrate.set_defaults(func=_calibrate)
+
+    rebank = commands.add_parser(
+        "rebank", parents=[common], help="swap a bundle's species bank (tower unchanged)"
+    )
+    rebank.add_argument("--bundle", required=True, type=Path)
+    rebank.add_argument(
+        "--bank", required=True, type=Path, help="species.npz (biovita-train bank --taxa ...)"
+    )
+    rebank.add_argument("--out", type=Path, help="write here instead of replacing the bundle")
+    rebank.set_defaults(func=_rebank)
 
     verify = commands.add_parser(
         "verify", parents=[common], help="re-check hashes, shapes, op support and parity"

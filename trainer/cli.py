@@ -1,6 +1,8 @@
 """The `biovita-train` command: train the VITA towers, distil the compact tower, build the species bank.
 
     biovita-train pipeline --world W --out RUN        every stage on a synthetic world
+    biovita-train distill --init TEACHER.pt --audio site/recordings --out RUN   (no labels)
+    biovita-train bank --init RUN/stage2.pt --taxa taxa.csv [--images DIR] --out RUN
     biovita-train stage1 --manifest M --out RUN --init hf-hub:imageomics/bioclip-2 \\
         --set model.audio=laion/clap-htsat-unfused --set stage1.loop.steps=20000
     biovita-train import-biovita --release risashinoda/BioVITA --out RUN   (RUN/stage2.pt)
@@ -23,7 +25,7 @@ import torch
 from biovita.cli import run
 from biovita.crop import CROPS
 from trainer import distributed
-from trainer.config import load_config
+from trainer.config import load_config, recipe_names
 from trainer.file_embeddings import embed_files
 from trainer.release import import_biovita
 from trainer.stages import (
@@ -42,7 +44,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     data = p.add_mutually_exclusive_group()
     data.add_argument("--world", type=Path, help="a synthetic world (its manifest.csv)")
     data.add_argument("--manifest", type=Path, help="a biovita manifest CSV")
-    p.add_argument("--config", type=Path, help="recipe file (TOML or JSON)")
+    p.add_argument(
+        "--recipe",
+        help=f"a named preset to start from: {', '.join(recipe_names())} (default: the "
+        "synthetic-world recipe)",
+    )
+    p.add_argument("--config", type=Path, help="recipe file (TOML or JSON), over --recipe")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -69,7 +76,7 @@ def _load(args):
         overrides.insert(0, f"data.manifest={manifest}")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides, args.recipe)
     if cfg.data.manifest is None and (args.out / "config.json").is_file():
         # A stage run after the pipeline (or another stage) reuses the run's recipe.
         cfg = load_config(args.out / "config.json", overrides)
@@ -87,9 +94,9 @@ def _stage(name: str):
             elif name in ("stage1", "stage2"):
                 out = run_vita_stage(name, cfg, args.out, dist, args.init)
             elif name == "distill":
-                out = run_distill(cfg, args.out, dist, args.init)
+                out = run_distill(cfg, args.out, dist, args.init, audio=args.audio)
             else:
-                out = run_bank(cfg, args.out, args.init, dist)
+                out = run_bank(cfg, args.out, args.init, dist, args.taxa, args.images)
             if out is not None:
                 print(out)
             (args.out / "config.json").write_text(cfg.model_dump_json(indent=2), encoding="utf-8")
@@ -152,6 +159,27 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         if init_help:
             p.add_argument("--init", help=init_help)
+        if name == "distill":
+            p.add_argument(
+                "--audio",
+                type=Path,
+                action="append",
+                default=[],
+                metavar="DIR",
+                help="distil on these recordings (folders or files, no labels needed; "
+                "repeatable), streamed from disk; a --manifest's clips join them, labelled",
+            )
+        if name == "bank":
+            p.add_argument(
+                "--taxa",
+                type=Path,
+                help="taxa.csv: build the bank for these species from text alone, no manifest",
+            )
+            p.add_argument(
+                "--images",
+                type=Path,
+                help="with --taxa: one folder of images per species (DIR/<species_id>/*.jpg)",
+            )
         p.set_defaults(func=_stage(name))
     p = sub.add_parser("pipeline", help="stage0, stage1, stage2, distill and bank in order")
     _common(p)

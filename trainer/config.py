@@ -1,7 +1,8 @@
 """The training recipe: one typed config, from defaults, then a TOML/JSON file, then flags.
 
 Defaults are the synthetic-world recipe, sized so that the whole pipeline on the default world
-(120 species) runs in minutes on a 2-core CPU. For real data, point ``model.image_text`` at
+(120 species) runs in minutes on a 2-core CPU. ``--recipe biovita-paper`` starts from the
+paper's instead (trainer/recipes/biovita-paper.toml). For real data, point ``model.image_text`` at
 ``hf-hub:imageomics/bioclip-2`` and ``model.audio`` at ``laion/clap-htsat-unfused`` (or local
 copies) and raise the steps. Flags override with dotted keys: ``--set stage1.loop.steps=500``.
 """
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from biovita.errors import ConfigError
 from biovita.frontend import ClapFrontendSpec, FrontendSpec, frontend_spec
@@ -92,23 +93,64 @@ class Stage1Config(_Strict):
     loop: LoopConfig = Field(default_factory=lambda: _loop(steps=400, batch_size=32, lr=1e-3))
 
 
+class Stage2WarmupConfig(_Strict):
+    """The released code's Phase 1: fixed ``atc_weight`` ATC + ``aic_weight`` AIC, image and text
+    frozen, the audio tower and one shared temperature trained."""
+
+    loop: LoopConfig = Field(default_factory=lambda: _loop(steps=300, lr=1e-4, warmup_steps=0))
+    atc_weight: float = Field(0.8, ge=0)
+    aic_weight: float = Field(0.2, ge=0)
+    shared_temperature: bool = Field(True, description="one learnable temperature for ATC and AIC")
+
+
+class TemperatureConfig(_Strict):
+    shared: bool = Field(False, description="one temperature (ATC's) for ATC, AIC and ITC")
+    reset_to: float | None = Field(None, gt=0, description="set at the start of Stage 2")
+    learnable: bool = Field(True, description="false: held where it starts")
+
+
+class EmaGateConfig(_Strict):
+    """The released code's AIC/ITC gate (trainer.schedule.EmaGate); replaces the ramp guard."""
+
+    disable_above: float = Field(1.03, gt=0, description="x the ATC baseline: AIC/ITC off")
+    enable_below: float = Field(1.015, gt=0, description="x the ATC baseline: back on ...")
+    cool_steps: int = Field(20, ge=0, description="... after this many steps in a row below")
+    ema_alpha: float = Field(0.2, gt=0, le=1, description="weight of the newest ATC in the EMA")
+    baseline_batches: int = Field(20, ge=1, description="batches the ATC baseline is averaged on")
+    hinge_weight: float = Field(2.0, ge=0, description="x relu(ATC - upper threshold), added")
+
+
 class Stage2Config(_Strict):
     """Tuned on the default world's seen split (docs/BENCHMARKS.md, "Training on the default world").
 
     At the issue's lambda_AIC 0.1 the audio-image term was too weak to move A<->I past Stage 1;
     ramping it to 1.0 (the released code ramps to its targets) does. A lower LR than Stage 1's
     keeps the audio tower near its Stage 1 text alignment, and 150 steps suffice at that LR.
+    The paper's recipe (trainer/recipes/biovita-paper.toml) sets the warm-up, the per-group LRs,
+    the shared temperature and the EMA gate below.
     """
 
     loop: LoopConfig = Field(
         default_factory=lambda: _loop(steps=150, batch_size=32, lr=1e-4, warmup_steps=10)
     )
+    warmup: Stage2WarmupConfig | None = Field(None, description="a warm-up phase before Stage 2")
     lambda_aic: float = Field(1.0, ge=0, description="AIC weight at the end of the ramp")
     lambda_itc: float = Field(0.1, ge=0, description="ITC weight at the end of the ramp")
     ramp_steps: int = Field(80, ge=0)
+    itc_ramp_steps: int | None = Field(None, ge=0, description="ITC's own ramp; None: ramp_steps")
     guard_tolerance: float = Field(0.1, ge=0, description="relative ATC rise that stops the ramp")
     guard_warmup_steps: int = Field(30, ge=0, description="steps before the guard may stop it")
+    gate: EmaGateConfig | None = Field(None, description="the released code's gate, not the guard")
+    temperature: TemperatureConfig = Field(default_factory=TemperatureConfig)
     text_lr_scale: float = Field(0.1, ge=0, description="text tower LR as a fraction of the LR")
+    text_weight_decay: float | None = Field(None, ge=0, description="None: the loop's")
+    audio_lr_scale: float = Field(1.0, ge=0, description="audio backbone LR (adapter: the LR)")
+    audio_weight_decay: float | None = Field(None, ge=0, description="None: the loop's")
+    audio_trainable: list[str] | None = Field(
+        None, description="name fragments of the backbone parameters to train; None: all"
+    )
+    audio_unfreeze_step: int = Field(0, ge=0, description="the backbone trains from this step")
+    no_decay_norm_bias: bool = Field(False, description="no weight decay on norms and biases")
     from_stage1: bool = Field(True, description="False: the no-Stage-1 ablation")
 
 
@@ -134,6 +176,21 @@ class DistillConfig(_Strict):
     )
     weights: DistillWeights = Field(default_factory=DistillWeights)
     max_param_ratio: float = Field(0.1, gt=0, description="student/teacher audio parameters")
+
+    @field_validator("student")
+    @classmethod
+    def _set_elsewhere(cls, student: dict[str, Any]) -> dict[str, Any]:
+        # One place per setting: a second spelling inside the student would be silently overruled.
+        if "frontend" in student:
+            raise ValueError(
+                "the student's front-end is not a distill.student key: set distill.frontend "
+                "(and its rate with distill.sample_rate)"
+            )
+        if "embed_dim" in student:
+            raise ValueError(
+                "the student's embed_dim is the teacher's: remove it from distill.student"
+            )
+        return student
 
     def student_frontend(self) -> FrontendSpec | ClapFrontendSpec:
         """``distill.frontend`` at ``distill.sample_rate``."""
@@ -205,8 +262,39 @@ def read_config_file(path: str | Path) -> dict:
         raise ConfigError(f"cannot parse {path}: {err}", hint="fix the JSON syntax") from err
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
-    tree = read_config_file(path) if path else {}
+RECIPES = Path(__file__).parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES.glob("*.toml"))
+
+
+def read_recipe(name: str) -> dict:
+    """A named preset (``trainer/recipes/NAME.toml``, shipped with the package)."""
+    path = RECIPES / f"{name}.toml"
+    if not path.is_file():
+        raise ConfigError(
+            f"no recipe named {name!r}", hint=f"choose one of: {', '.join(recipe_names())}"
+        )
+    return read_toml(path)
+
+
+def _merge(base: dict, top: dict) -> dict:
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] = (), recipe: str | None = None
+) -> TrainConfig:
+    """Defaults, then the named ``recipe``, then the file at ``path``, then ``overrides``."""
+    tree = read_recipe(recipe) if recipe else {}
+    if path:
+        _merge(tree, read_config_file(path))
     for assignment in overrides:
         apply_override(tree, assignment)
     try:

@@ -22,6 +22,7 @@ from biovita.errors import AudioError
 from biovita.frontend import FrontendSpec
 from trainer.checkpoint import load_student, read_checkpoint
 from trainer.distributed import DistContext, map_rows
+from trainer.models.encoders import OPEN_CLIP_CONFIG, load_image_text
 from trainer.models.vita import VITA_KIND, VitaModel
 
 
@@ -45,6 +46,10 @@ class Embedder:
     @property
     def dim(self) -> int:
         return self.vita.embed_dim
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_tower is not None or self.vita.audio is not None
 
     def _map(self, embed: Callable[[Sequence], torch.Tensor], items: Sequence) -> np.ndarray:
         if len(items) == 0:
@@ -107,6 +112,11 @@ def teacher_path(student_path: str | Path, meta: dict) -> Path:
 def load_embedder(
     path: str | Path, batch_size: int = 64, dist: DistContext | None = None
 ) -> Embedder:
+    """A stage checkpoint or imported teacher (``.pt``), the student, or an image/text model
+    alone (an open_clip folder or ``hf-hub:`` id, e.g. vanilla BioCLIP 2: no audio tower)."""
+    if str(path).startswith("hf-hub:") or (Path(path) / OPEN_CLIP_CONFIG).is_file():
+        image_text = load_image_text(str(path))
+        return Embedder(str(path), VitaModel(image_text), None, FrontendSpec(), batch_size, dist)
     path = Path(path)
     kind = read_checkpoint(path)["kind"]
     if kind == VITA_KIND:

@@ -10,6 +10,8 @@ from PIL import Image
 
 from biovita.errors import ConfigError
 
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
 
 def to_pil(image) -> Image.Image:
     """A PIL RGB image from a PIL image, a path, encoded bytes or a uint8 ``[H, W, 3]`` array."""

@@ -1,7 +1,8 @@
 """The training loop every stage shares.
 
 A stage is a ``Task``: an ``nn.Module`` whose ``forward(batch, step)`` returns a dict of named
-losses (``loss_<term>``) with the weighted total under ``"loss"``, plus a sampler and its parameter groups. The loop owns
+losses (``loss_<term>``) with the weighted total under ``"loss"``, plus a sampler and its parameter groups
+(a group may carry ``start_step``: it trains from that step on). The loop owns
 everything else: AdamW, cosine LR with warm-up, gradient accumulation, AMP on CUDA, DDP,
 progress, metrics, and checkpoint + resume (a killed run resumes at the same step and draws the
 same data and dropout, so it ends with the same weights as an uninterrupted run).
@@ -29,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from trainer.checkpoint import read_checkpoint, save_checkpoint
-from trainer.data import Batch, EpochSampler
+from trainer.data import Batch, EpochCursor
 from trainer.distributed import DistContext
 from trainer.metrics import MetricsLog
 from trainer.schedule import cosine_with_warmup
@@ -43,13 +44,17 @@ class LoopConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     steps: int = Field(300, ge=1)
+    epochs: float | None = Field(
+        None, gt=0, description="when set, steps = this many epochs of the sampler (trainer.stages)"
+    )
     batch_size: int = Field(64, ge=1, description="per process and per micro-batch")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimiser step")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     warmup_steps: int = Field(20, ge=0)
     lr_floor: float = Field(0.02, ge=0, le=1, description="final LR as a fraction of the peak")
-    clip_grad_norm: float = Field(1.0, gt=0)
+    clip_grad_norm: float = Field(1.0, ge=0, description="0: no clipping")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW's (beta1, beta2)")
     per_species: int = Field(20, ge=1, description="clips (or images) per species per epoch")
     min_per_species: int = Field(
         5, ge=1, description="a species with fewer items is oversampled to this many per epoch"
@@ -68,7 +73,7 @@ class LoopConfig(BaseModel):
 
 class Task(Protocol):
     name: str
-    sampler: EpochSampler
+    sampler: EpochCursor
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]: ...
 
@@ -141,7 +146,9 @@ def train(
         rank_local = sorted(set(dict(task.named_buffers())) - set(task.state_dict()))
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(task, rank_local)
     model = DistributedDataParallel(task) if dist.enabled else task
-    optimizer = torch.optim.AdamW(task.param_groups(config.lr), weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        task.param_groups(config.lr), weight_decay=config.weight_decay, betas=config.betas
+    )
     for group in optimizer.param_groups:
         group["initial_lr"] = group["lr"]
     # fp16 needs loss scaling for its small gradients; bf16 has float32's range and does not.
@@ -205,9 +212,15 @@ def train(
                 scaler.scale(losses["loss"] / config.grad_accum).backward()
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + value.item() / config.grad_accum
+        for group in optimizer.param_groups:
+            if step < group.get("start_step", 0):  # a group held until its step: no update, no
+                for p in group["params"]:  # Adam state (DDP still all-reduced its gradient)
+                    p.grad = None
         scaler.unscale_(optimizer)
-        # After DDP's all-reduce the gradients, hence their norm, are the same on every rank.
-        grad_norm = nn.utils.clip_grad_norm_(task.parameters(), config.clip_grad_norm)
+        # After DDP's all-reduce the gradients, hence their norm, are the same on every rank; with
+        # clipping off (0) an infinite bound measures the norm without changing a gradient.
+        bound = config.clip_grad_norm or math.inf
+        grad_norm = nn.utils.clip_grad_norm_(task.parameters(), bound)
         totals = dist.mean(totals)  # every rank must take the same decisions (the ATC guard)
         bad_input = totals.pop("nonfinite_input") > 0
         finite = not bad_input and all(map(math.isfinite, [float(grad_norm), *totals.values()]))

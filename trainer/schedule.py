@@ -1,4 +1,5 @@
-"""Schedules: the learning-rate curve, and Stage 2's loss-weight ramp with its ATC guard."""
+"""Schedules: the learning-rate curve, and Stage 2's loss-weight ramps with their ATC guards
+(``RampGuard``: the synthetic recipe; ``EmaGate``: the released BioVITA code's)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ def cosine_with_warmup(step: int, total_steps: int, warmup_steps: int, floor: fl
     decay_steps = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / decay_steps)
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def linear_ramp(step: int, ramp_steps: int) -> float:
+    """0 -> 1 over ``ramp_steps`` (1 at once when 0)."""
+    return 1.0 if ramp_steps <= 0 else min(1.0, step / ramp_steps)
 
 
 @dataclass
@@ -41,9 +47,7 @@ class RampGuard:
     def fraction(self, step: int) -> float:
         if self.stopped_at is not None:
             return self.frozen_fraction
-        if self.ramp_steps <= 0:
-            return 1.0
-        return min(1.0, step / self.ramp_steps)
+        return linear_ramp(step, self.ramp_steps)
 
     def weights(self, step: int) -> dict[str, float]:
         f = self.fraction(step)
@@ -81,3 +85,73 @@ class RampGuard:
         self.stopped_at = state["stopped_at"]
         self.frozen_fraction = state["frozen_fraction"]
         self.history = [tuple(h) for h in state["history"]]
+
+
+@dataclass
+class EmaGate:
+    """The released Stage 2's loss weights (dahlian00/BioVITA ``train/stage2_vita.py``, AVGate).
+
+    AIC and ITC ramp linearly to their targets, each over its own steps. An EMA of the ATC loss,
+    started at the ATC ``baseline`` measured before Phase 2, switches both off while it is above
+    ``disable_above`` x baseline, and back on once it has stayed at or below ``enable_below`` x
+    baseline for ``cool_steps`` steps in a row. On top, a hinge ``hinge_weight * relu(ATC -
+    disable_above x baseline)`` pulls ATC back under the upper threshold.
+
+    The gate is fed the step's ATC after the step (averaged over DDP ranks, so every rank takes
+    the same decision) and decides the next step's weights; the released code, which gathers
+    the batch across ranks, decides the same step's: one step of lag.
+    """
+
+    targets: dict[str, float]
+    ramp_steps: dict[str, int]
+    disable_above: float = 1.03
+    enable_below: float = 1.015
+    ema_alpha: float = 0.2
+    cool_steps: int = 20
+    hinge_weight: float = 2.0
+    baseline: float | None = None
+    ema: float | None = None
+    enabled: bool = True
+    cool: int = 0
+    switches: list[tuple[int, bool]] = field(default_factory=list)
+
+    def start(self, baseline: float) -> None:
+        self.baseline, self.ema = baseline, baseline
+
+    @property
+    def upper(self) -> float:
+        if self.baseline is None:
+            raise RuntimeError("EmaGate.start(baseline) must be called before training")
+        return self.baseline * self.disable_above
+
+    def weights(self, step: int) -> dict[str, float]:
+        on = 1.0 if self.enabled else 0.0
+        return {
+            name: on * target * linear_ramp(step, self.ramp_steps.get(name, 0))
+            for name, target in self.targets.items()
+        }
+
+    def observe(self, step: int, atc_loss: float) -> None:
+        self.ema = self.ema_alpha * atc_loss + (1 - self.ema_alpha) * self.ema
+        if self.enabled and self.ema > self.upper:
+            self.enabled, self.cool = False, 0
+            self.switches.append((step, False))
+        elif not self.enabled:
+            self.cool = self.cool + 1 if self.ema <= self.baseline * self.enable_below else 0
+            if self.cool >= self.cool_steps:
+                self.enabled = True
+                self.switches.append((step, True))
+
+    def state_dict(self) -> dict:
+        return {
+            "baseline": self.baseline,
+            "ema": self.ema,
+            "enabled": self.enabled,
+            "cool": self.cool,
+            "switches": list(self.switches),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.baseline, self.ema = state["baseline"], state["ema"]
+        self.enabled, self.cool = state["enabled"], state["cool"]
+        self.switches = [tuple(s) for s in state["switches"]]

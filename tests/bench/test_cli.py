@@ -81,3 +81,39 @@ def test_bundle_from_another_checkpoint_is_refused(run, tmp_path, capsys):
 def test_retrieval_without_a_model_says_what_to_pass(tmp_path, capsys):
     assert main(["retrieval", "--world", str(tmp_path)]) == 2
     assert "pass --checkpoint" in capsys.readouterr().err
+
+
+def test_retrieval_counts_broken_media_and_scores_an_image_text_model(run, tmp_path, capsys):
+    """A published benchmark with a missing and an undecodable file is scored, not aborted; an
+    image/text model (in the open_clip folder layout, like vanilla BioCLIP 2) gets I<->T rows."""
+    import shutil
+
+    from bench.protocol import read_index
+    from trainer.models.encoders import save_image_text_dir
+    from trainer.models.vita import VitaModel
+
+    world, run_dir, _ = run
+    world = Path(shutil.copytree(world, tmp_path / "world"))
+    first = tmp_path / "first"
+    assert main(["retrieval", "--world", str(world), "--checkpoint", str(run_dir / "stage2.pt"),
+                 "--no-chain", "--out", str(first)]) == 0  # fmt: skip
+    index = read_index(first / "lists" / "seen" / "ids")
+    missing = index.audio[min(index.audio)]
+    missing.unlink()
+    broken = index.image[min(index.image)]
+    broken.write_bytes(b"not an image")
+    oc = save_image_text_dir(VitaModel.load(run_dir / "stage0.pt")[0].image_text, tmp_path / "oc")
+    capsys.readouterr()
+    out = tmp_path / "second"
+    assert main(["retrieval", "--bench", str(first / "lists"), "--checkpoint",
+                 str(run_dir / "stage2.pt"), "--checkpoint", str(oc), "--no-chain",
+                 "--crop", "onset10", "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "1 audio file(s) missing or undecodable" in printed and missing.name in printed
+    assert "1 image file(s) missing or undecodable" in printed
+    report = json.loads((out / "retrieval.json").read_text())
+    assert report["unreadable_media"]["seen"]["audio"]["count"] == 1 and report["crop"] == "onset10"
+    rows = report["splits"]["seen"]
+    assert {t["direction"] for t in rows["oc"]["tasks"]} == {"I2T", "T2I"}
+    stage2 = {(t["level"], t["direction"]): t for t in rows["stage2"]["tasks"]}
+    assert stage2[("species", "A2T")]["skipped"]["query_not_embedded"] >= 1

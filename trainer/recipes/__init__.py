@@ -1,0 +1,1 @@
+"""Named training recipes (``biovita-train ... --recipe NAME``): ``NAME.toml`` in this folder."""
