@@ -40,7 +40,7 @@ from trainer.loop import LoopConfig, train
 from trainer.metrics import read_jsonl
 from trainer.models.encoders import AudioTeacher, tiny_clap_audio_config, tiny_image_text
 from trainer.models.vita import VitaModel
-from trainer.tasks import VitaTask
+from trainer.tasks import FixedWeights, VitaTask
 
 EMBED_DIM = 768  # BioCLIP 2's ViT-L/14 space
 CLAP_FRAMES = 1000  # a real 10-s CLAP's input length
@@ -89,7 +89,9 @@ def amp_training(device: torch.device, audio_size: str, batch: int, steps: int, 
     vita = _vita(audio_size).to(device)
     data = _tone_data(batch, FrontendSpec())
     amp = "fp16" if device.type == "cuda" else "bf16"
-    task = VitaTask("stage1", vita, data, EpochSampler(data, batch, seed=0))
+    task = VitaTask(
+        "stage1", vita, data, EpochSampler(data, batch, seed=0), FixedWeights.atc_only()
+    )
     dist = DistContext(device=device)
     runs = {}
     for name, n in (("warmup", 3), ("timed", steps)):

@@ -328,7 +328,7 @@ def run_vita_stage(
     extra = {"init": init}
     if stage == "stage1":
         loop = cfg.stage1.loop
-        task = VitaTask(stage, vita, data, _sampler(data, loop, dist), FixedWeights({"atc": 1.0}))
+        task = VitaTask(stage, vita, data, _sampler(data, loop, dist), FixedWeights.atc_only())
     else:
         if s2.warmup is not None:
             vita = _warm_up(cfg, run, dist, vita, data, stop_after)

@@ -102,6 +102,11 @@ class FixedWeights:
     def __init__(self, weights: dict[str, float]) -> None:
         self.fixed = dict(weights)
 
+    @classmethod
+    def atc_only(cls) -> FixedWeights:
+        """Stage 1's weights: audio-text contrast alone."""
+        return cls({"atc": 1.0})
+
     def weights(self, step: int) -> dict[str, float]:
         return dict(self.fixed)
 
