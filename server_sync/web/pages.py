@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +19,7 @@ from server_sync.auth import DUMMY_HASH, Session, verify_password
 from server_sync.charts import daily_counts_svg
 from server_sync.clip_bounds import measure_clip
 from server_sync.records import DetectionFilter, ReviewError, ReviewFilter, User, Verdict
-from server_sync.spectrogram import spectrogram_png
+from server_sync.spectrogram import DRAWING_VERSION, spectrogram_png
 from server_sync.thresholds import suggest_threshold, thresholds_toml
 from server_sync.web.context import MAX_BULK, WebContext, get_context
 from server_sync.web.filters import filter_params, parse_cursor, parse_filter
@@ -250,14 +251,16 @@ def spectrogram(ctx: Ctx, user: CurrentUser, clip_id: str):
     clip = ctx.store.clip(clip_id)
     if clip is None:
         raise HTTPException(404, "no such clip")
-    cached = ctx.cache_dir / "spectrograms" / f"{clip.sha256}.png"
+    # The drawing's version names the folder, so a server upgraded to a new picture never
+    # serves pictures an older version cached.
+    cached = ctx.cache_dir / "spectrograms" / DRAWING_VERSION / f"{clip.sha256}.png"
     if not cached.exists():
         try:
             png = spectrogram_png(ctx.clips.resolve(clip.path), ctx.clips.limits)
         except BiovitaError as err:
             raise HTTPException(422, f"cannot draw this clip: {err}") from None
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp")
+        tmp = cached.with_suffix(f".{secrets.token_hex(4)}.tmp")  # two requests, two files
         tmp.write_bytes(png)
         tmp.replace(cached)
     return FileResponse(
